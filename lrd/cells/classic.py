@@ -1,0 +1,207 @@
+"""Classic recurrent cells: Elman RNN, IRNN, LSTM, GRU.
+
+Each module hoists its input projection out of the time loop (one ``[batch*time, d_in] x [d_in, G*hidden]`` matmul),
+then runs only the recurrent part through :func:`lrd.scan.bptt_scan`. The step functions are pure and are
+exported so tests can compare them with hand-written equations.
+
+Weight layout (shared with PyTorch so weights can be copied across; see ``tests/test_cells_classic.py``):
+
+* LSTM gates are packed ``[i, f, g, o]`` (input, forget, cell candidate, output), like ``torch.nn.LSTM``.
+  ``input_kernel = weight_ih.T``, ``recurrent_kernel = weight_hh.T``, ``bias = bias_ih + bias_hh``.
+* GRU gates are packed ``[r, z, n]`` (reset, update, candidate), like ``torch.nn.GRU``. The reset gate
+  multiplies the *projected* previous state including its bias, ``n = tanh(W_n x + b_in + r * (U_n h + b_hn))``,
+  so the GRU keeps two biases: ``input_bias = bias_ih`` and ``recurrent_bias = bias_hh``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from lrd.cells.base import (
+    RecurrentCell,
+    gate_blocks_initializer,
+    probe_variable,
+    recurrent_initializer,
+    to_batch_major,
+    to_time_major,
+)
+from lrd.registry import register_mixer
+from lrd.scan import bptt_scan
+
+ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
+    "tanh": jnp.tanh,
+    "sigmoid": jax.nn.sigmoid,
+    "relu": jax.nn.relu,
+}
+
+
+def _activation(name: str) -> Callable[[jax.Array], jax.Array]:
+    if name not in ACTIVATIONS:
+        raise ValueError(f"activation={name!r} is unknown; allowed values: {', '.join(ACTIVATIONS)}")
+    return ACTIVATIONS[name]
+
+
+def _project(x: jax.Array, kernel: jax.Array, bias: jax.Array | None) -> jax.Array:
+    """The hoisted input projection ``x W + b`` for every step at once: ``[B, T, D] -> [T, B, G*H]``."""
+    z = jnp.einsum("btd,dg->tbg", x, kernel)
+    return z if bias is None else z + bias
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Pure step functions. ``xw`` is the already-projected input of one step, ``[batch, G*hidden]``.
+
+
+def elman_step(h: jax.Array, xw: jax.Array, recurrent_kernel: jax.Array, activation) -> jax.Array:
+    """Elman (1990): ``h_t = act(W x_t + b + U h_{t-1})``."""
+    return activation(xw + h @ recurrent_kernel)
+
+
+def lstm_step(carry: tuple[jax.Array, jax.Array], xw: jax.Array, recurrent_kernel: jax.Array):
+    """LSTM with forget gate (Hochreiter & Schmidhuber 1997; Gers et al. 2000).
+
+    ``[i, f, g, o] = W x_t + b + U h_{t-1}``; ``c_t = sigmoid(f) c_{t-1} + sigmoid(i) tanh(g)``;
+    ``h_t = sigmoid(o) tanh(c_t)``. ``carry = (c, h)``.
+    """
+    c, h = carry
+    gates = xw + h @ recurrent_kernel
+    i, f, g, o = jnp.split(gates, 4, axis=-1)
+    c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
+    h = jax.nn.sigmoid(o) * jnp.tanh(c)
+    return c, h
+
+
+def gru_step(
+    h: jax.Array, xw: jax.Array, recurrent_kernel: jax.Array, recurrent_bias: jax.Array
+) -> jax.Array:
+    """GRU (Cho et al. 2014), in the cuDNN/PyTorch form.
+
+    ``r = sigmoid(W_r x + b_ir + U_r h + b_hr)``, ``z = sigmoid(W_z x + b_iz + U_z h + b_hz)``,
+    ``n = tanh(W_n x + b_in + r * (U_n h + b_hn))``, ``h_t = (1 - z) n + z h_{t-1}``.
+    """
+    hu = h @ recurrent_kernel + recurrent_bias
+    x_r, x_z, x_n = jnp.split(xw, 3, axis=-1)
+    h_r, h_z, h_n = jnp.split(hu, 3, axis=-1)
+    r = jax.nn.sigmoid(x_r + h_r)
+    z = jax.nn.sigmoid(x_z + h_z)
+    n = jnp.tanh(x_n + r * h_n)
+    return (1.0 - z) * n + z * h
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Modules
+
+
+@register_mixer("rnn", family="classic", description="Elman RNN, tanh (Elman 1990)")
+@register_mixer(
+    "rnn_relu", family="classic", description="Elman RNN, relu", activation="relu"
+)
+@register_mixer(
+    "rnn_sigmoid", family="classic", description="Elman RNN, sigmoid", activation="sigmoid"
+)
+@register_mixer(
+    "irnn",
+    family="classic",
+    description="IRNN: relu RNN with identity recurrent init (Le et al. 2015)",
+    activation="relu",
+    recurrent_init="identity",
+)
+class ElmanRNN(RecurrentCell):
+    """Elman RNN ``h_t = act(W x_t + U h_{t-1} + b)``: ``float32[batch, time, d_in] -> [batch, time, hidden]``.
+
+    Attributes:
+      activation: ``tanh`` | ``sigmoid`` | ``relu``.
+      recurrent_init: ``orthogonal`` | ``normal`` | ``identity`` (see :func:`recurrent_initializer`).
+      spectral_radius: spectral radius of ``U`` at initialisation.
+    """
+
+    activation: str = "tanh"
+    recurrent_init: str = "orthogonal"
+    spectral_radius: float = 1.0
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        act = _activation(self.activation)
+        h_size = self.hidden_size
+        input_kernel = self.param("input_kernel", nn.initializers.lecun_normal(), (x.shape[-1], h_size))
+        bias = self.param("bias", nn.initializers.zeros_init(), (h_size,))
+        recurrent_kernel = self.param(
+            "recurrent_kernel", recurrent_initializer(self.recurrent_init, self.spectral_radius), (h_size, h_size)
+        )
+        xw = _project(x, input_kernel, bias)
+        h0 = jnp.zeros((x.shape[0], h_size), xw.dtype)
+        probe = probe_variable(self, h0, x.shape[1])
+        _, hs = bptt_scan(
+            lambda h, xw_t: elman_step(h, xw_t, recurrent_kernel, act), h0, xw, probe=probe, **self.scan_options()
+        )
+        return to_batch_major(hs)
+
+
+@register_mixer("lstm", family="classic", description="LSTM with forget gate (Hochreiter & Schmidhuber 1997)")
+class LSTM(RecurrentCell):
+    """LSTM: ``float32[batch, time, d_in] -> [batch, time, hidden]`` (the ``h`` sequence).
+
+    Attributes:
+      forget_bias: added to the forget-gate bias at initialisation (1.0 as in Gers et al. 2000 /
+        Jozefowicz et al. 2015 helps long lags; 0.0 matches PyTorch's default).
+    """
+
+    forget_bias: float = 1.0
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        h_size = self.hidden_size
+        input_kernel = self.param("input_kernel", nn.initializers.lecun_normal(), (x.shape[-1], 4 * h_size))
+        recurrent_kernel = self.param(
+            "recurrent_kernel", gate_blocks_initializer(nn.initializers.orthogonal(), 4), (h_size, 4 * h_size)
+        )
+
+        def bias_init(key, shape, dtype=jnp.float32):
+            return jnp.zeros(shape, dtype).at[h_size : 2 * h_size].set(self.forget_bias)
+
+        bias = self.param("bias", bias_init, (4 * h_size,))
+        xw = _project(x, input_kernel, bias)
+        zeros = jnp.zeros((x.shape[0], h_size), xw.dtype)
+        carry0 = (zeros, zeros)
+        probe = probe_variable(self, carry0, x.shape[1])
+        _, hs = bptt_scan(
+            lambda c, xw_t: lstm_step(c, xw_t, recurrent_kernel),
+            carry0,
+            xw,
+            emit=lambda c, _x: c[1],
+            probe=probe,
+            **self.scan_options(),
+        )
+        return to_batch_major(hs)
+
+
+@register_mixer("gru", family="classic", description="GRU (Cho et al. 2014), cuDNN/PyTorch form")
+class GRU(RecurrentCell):
+    """GRU: ``float32[batch, time, d_in] -> [batch, time, hidden]``."""
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        h_size = self.hidden_size
+        input_kernel = self.param("input_kernel", nn.initializers.lecun_normal(), (x.shape[-1], 3 * h_size))
+        input_bias = self.param("input_bias", nn.initializers.zeros_init(), (3 * h_size,))
+        recurrent_kernel = self.param(
+            "recurrent_kernel", gate_blocks_initializer(nn.initializers.orthogonal(), 3), (h_size, 3 * h_size)
+        )
+        recurrent_bias = self.param("recurrent_bias", nn.initializers.zeros_init(), (3 * h_size,))
+        xw = _project(x, input_kernel, input_bias)
+        h0 = jnp.zeros((x.shape[0], h_size), xw.dtype)
+        probe = probe_variable(self, h0, x.shape[1])
+        _, hs = bptt_scan(
+            lambda h, xw_t: gru_step(h, xw_t, recurrent_kernel, recurrent_bias),
+            h0,
+            xw,
+            probe=probe,
+            **self.scan_options(),
+        )
+        return to_batch_major(hs)
+
+
+__all__ = ["ElmanRNN", "LSTM", "GRU", "elman_step", "lstm_step", "gru_step", "ACTIVATIONS", "to_time_major"]

@@ -1,0 +1,253 @@
+"""The recurrence primitives of lrd: every recurrent cell runs through one of these two functions.
+
+* :func:`bptt_scan` runs a nonlinear recurrence ``c_t = step(c_{t-1}, x_t)`` with full or truncated
+  backpropagation through time, optional unrolling and rematerialisation, and a gradient probe.
+* :func:`linear_scan` runs the linear recurrence ``h_t = a_t * h_{t-1} + b_t`` (elementwise, real or complex)
+  sequentially, as an associative (parallel prefix) scan, or chunkwise.
+
+Both are pure functions of arrays, time-major (time is the leading axis of every ``xs`` leaf), and know nothing
+about Flax. Shapes use the legend in :mod:`lrd.types`.
+
+The gradient probe
+------------------
+Both functions accept ``probe``: an array (pytree) of zeros with a leading time axis, added to the state right after
+it is computed at every step. Because ``d(c_t + p_t)/dp_t = I``, ``jax.grad(loss)(probe)[t]`` is the *total*
+derivative ``dL/dc_t`` of the loss with respect to the state at time ``t`` (through the readout at ``t`` and
+through every later step). Diagnostics use this to measure gradient flow versus distance for any cell.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+PyTree = Any
+
+__all__ = ["ScanMode", "bptt_scan", "linear_scan", "SCAN_MODES"]
+
+
+class ScanMode(str, enum.Enum):
+    """How :func:`linear_scan` evaluates ``h_t = a_t * h_{t-1} + b_t``."""
+
+    SEQUENTIAL = "sequential"  # lax.scan, O(T) depth, O(1) extra memory per step
+    ASSOCIATIVE = "associative"  # lax.associative_scan, O(log T) depth, O(T log T) work
+    CHUNKED = "chunked"  # parallel inside chunks of length C, sequential state passing across chunks
+
+
+SCAN_MODES: tuple[str, ...] = tuple(m.value for m in ScanMode)
+
+
+def _parse_mode(mode: str | ScanMode) -> ScanMode:
+    try:
+        return ScanMode(mode)
+    except ValueError:
+        raise ValueError(f"linear_scan: unknown mode={mode!r}; allowed values: {', '.join(SCAN_MODES)}") from None
+
+
+def _tree_add(a: PyTree, b: PyTree | None) -> PyTree:
+    if b is None:
+        return a
+    return jax.tree_util.tree_map(jnp.add, a, b)
+
+
+def _time_length(xs: PyTree) -> int:
+    leaves = jax.tree_util.tree_leaves(xs)
+    if not leaves:
+        raise ValueError("bptt_scan: xs has no array leaves, so the number of time steps is unknown")
+    lengths = {leaf.shape[0] for leaf in leaves}
+    if len(lengths) != 1:
+        raise ValueError(f"bptt_scan: every xs leaf needs the same leading (time) length, got {sorted(lengths)}")
+    return lengths.pop()
+
+
+def _slice_time(tree: PyTree, start: int, stop: int) -> PyTree:
+    return jax.tree_util.tree_map(lambda leaf: leaf[start:stop], tree)
+
+
+def _chunk_time(tree: PyTree, num_chunks: int, chunk: int) -> PyTree:
+    return jax.tree_util.tree_map(lambda leaf: leaf.reshape((num_chunks, chunk) + leaf.shape[1:]), tree)
+
+
+def _unchunk_time(tree: PyTree) -> PyTree:
+    return jax.tree_util.tree_map(lambda leaf: leaf.reshape((-1,) + leaf.shape[2:]), tree)
+
+
+def _concat_time(a: PyTree, b: PyTree) -> PyTree:
+    return jax.tree_util.tree_map(lambda u, v: jnp.concatenate([u, v], axis=0), a, b)
+
+
+def bptt_scan(
+    step: Callable[[PyTree, PyTree], PyTree],
+    carry: PyTree,
+    xs: PyTree,
+    *,
+    emit: Callable[[PyTree, PyTree], PyTree] | None = None,
+    truncation: int | None = None,
+    unroll: int = 1,
+    remat: bool = False,
+    probe: PyTree | None = None,
+) -> tuple[PyTree, PyTree]:
+    """Run ``c_t = step(c_{t-1}, x_t)`` over time with (truncated) backpropagation through time.
+
+    Args:
+      step: ``(carry, x_t) -> carry``: one step of the recurrence (pure; closes over parameters).
+      carry: initial state ``c_0``, any pytree of arrays ``[...]``.
+      xs: per-step inputs, a pytree whose leaves are time-major ``[time, ...]``.
+      emit: ``(carry_t, x_t) -> y_t``: what is stacked as output at each step. Defaults to the carry
+        itself. It sees the carry *after* the probe was added, so probe gradients include the readout at t.
+      truncation: ``k`` for truncated BPTT: the carry passes through ``stop_gradient`` every ``k`` steps
+        (after steps k, 2k, ...), so no gradient flows across a chunk boundary: ``dL_t/dc_s = 0`` whenever
+        ``s`` and ``t`` lie in different chunks, in particular whenever ``t - s >= k``. ``None`` (or ``k >= T``)
+        is full BPTT. A final partial chunk (``T`` not divisible by ``k``) is handled exactly.
+      unroll: passed to ``lax.scan`` (steps unrolled per loop iteration).
+      remat: rematerialise each step in the backward pass (``jax.checkpoint``): O(T) state memory instead of
+        O(T * activations per step).
+      probe: ``None`` or a pytree matching ``carry`` with an extra leading time axis ``[time, ...]``, added to
+        the carry after each step. ``grad`` with respect to it is ``dL/dc_t`` for every ``t``.
+
+    Returns:
+      ``(final_carry, ys)`` with ``ys`` the stacked ``emit`` outputs, time-major.
+    """
+    num_steps = _time_length(xs)
+    if truncation is not None and (not isinstance(truncation, int) or truncation < 1):
+        raise ValueError(f"bptt_scan: truncation must be a positive int or None, got {truncation!r}")
+    if unroll < 1:
+        raise ValueError(f"bptt_scan: unroll must be >= 1, got {unroll!r}")
+    emit_fn = emit if emit is not None else (lambda c, _x: c)
+
+    def body(c, inputs):
+        x_t, p_t = inputs
+        c = step(c, x_t)
+        c = _tree_add(c, p_t)
+        return c, emit_fn(c, x_t)
+
+    if remat:
+        body = jax.checkpoint(body)
+
+    def run(c, xs_part, probe_part):
+        return jax.lax.scan(body, c, (xs_part, probe_part), unroll=unroll)
+
+    if truncation is None or truncation >= num_steps:
+        return run(carry, xs, probe)
+
+    k = truncation
+    num_chunks, remainder = divmod(num_steps, k)
+    full = num_chunks * k
+
+    def chunk_body(c, inputs):
+        xs_chunk, probe_chunk = inputs
+        c = jax.lax.stop_gradient(c)
+        return run(c, xs_chunk, probe_chunk)
+
+    xs_main = _chunk_time(_slice_time(xs, 0, full), num_chunks, k)
+    probe_main = None if probe is None else _chunk_time(_slice_time(probe, 0, full), num_chunks, k)
+    carry, ys = jax.lax.scan(chunk_body, carry, (xs_main, probe_main))
+    ys = _unchunk_time(ys)
+    if remainder:
+        probe_rest = None if probe is None else _slice_time(probe, full, num_steps)
+        carry, ys_rest = run(jax.lax.stop_gradient(carry), _slice_time(xs, full, num_steps), probe_rest)
+        ys = _concat_time(ys, ys_rest)
+    return carry, ys
+
+
+def _combine(left: tuple[jax.Array, jax.Array], right: tuple[jax.Array, jax.Array]):
+    """Compose two affine maps h -> a*h + b (left applied first): the monoid of the linear recurrence."""
+    a_l, b_l = left
+    a_r, b_r = right
+    return a_r * a_l, a_r * b_l + b_r
+
+
+def _sequential(a: jax.Array, b: jax.Array, h0: jax.Array, unroll: int) -> jax.Array:
+    def body(h, ab):
+        a_t, b_t = ab
+        h = a_t * h + b_t
+        return h, h
+
+    _, hs = jax.lax.scan(body, h0, (a, b), unroll=unroll)
+    return hs
+
+
+def _associative(a: jax.Array, b: jax.Array, h0: jax.Array) -> jax.Array:
+    # Fold h0 into the first input: h_1 = a_1 h0 + b_1.
+    b = b.at[0].add(a[0] * h0)
+    _, hs = jax.lax.associative_scan(_combine, (a, b), axis=0)
+    return hs
+
+
+def _chunked(a: jax.Array, b: jax.Array, h0: jax.Array, chunk_size: int) -> jax.Array:
+    num_steps = a.shape[0]
+    num_chunks = -(-num_steps // chunk_size)
+    pad = num_chunks * chunk_size - num_steps
+    if pad:
+        # Identity maps (a=1, b=0) at the end leave every real step unchanged.
+        a = jnp.concatenate([a, jnp.ones((pad,) + a.shape[1:], a.dtype)], axis=0)
+        b = jnp.concatenate([b, jnp.zeros((pad,) + b.shape[1:], b.dtype)], axis=0)
+    a_c = a.reshape((num_chunks, chunk_size) + a.shape[1:])
+    b_c = b.reshape((num_chunks, chunk_size) + b.shape[1:])
+    # Inside each chunk, in parallel over chunks: cumulative products A and zero-start states B, so that
+    # h_{c,i} = A_{c,i} * h_{c-1,last} + B_{c,i}.
+    a_cum, b_cum = jax.lax.associative_scan(_combine, (a_c, b_c), axis=1)
+
+    # Across chunks, sequentially: only the last state of each chunk is carried.
+    def carry_across(h, ab_last):
+        a_last, b_last = ab_last
+        h_next = a_last * h + b_last
+        return h_next, h
+
+    _, h_starts = jax.lax.scan(carry_across, h0, (a_cum[:, -1], b_cum[:, -1]))
+    hs = a_cum * h_starts[:, None] + b_cum
+    hs = hs.reshape((num_chunks * chunk_size,) + hs.shape[2:])
+    return hs[:num_steps]
+
+
+def linear_scan(
+    a: jax.Array,
+    b: jax.Array,
+    h0: jax.Array | None = None,
+    *,
+    mode: str | ScanMode = ScanMode.SEQUENTIAL,
+    probe: jax.Array | None = None,
+    chunk_size: int = 64,
+    unroll: int = 1,
+) -> jax.Array:
+    """All states of the linear recurrence ``h_t = a_t * h_{t-1} + b_t`` (elementwise), ``h_0 = h0``.
+
+    Args:
+      a: ``[time, ...]`` decay (diagonal transition); real or complex, broadcastable to ``b``.
+      b: ``[time, ...]`` input term.
+      h0: initial state ``[...]`` (zeros when ``None``).
+      mode: ``"sequential"`` (``lax.scan``), ``"associative"`` (``lax.associative_scan`` over the affine-map
+        monoid ``(a_l, b_l) . (a_r, b_r) = (a_r a_l, a_r b_l + b_r)``), or ``"chunked"`` (associative within
+        chunks of ``chunk_size`` steps, sequential state passing across chunks). All modes compute the same
+        function; they differ in depth, work and memory.
+      probe: ``None`` or zeros ``[time, ...]`` added to each ``h_t``. Since ``h_t + p_t = a_t h_{t-1} + (b_t + p_t)``,
+        the probe enters as an extra input term, and ``grad`` with respect to it is ``dL/dh_t``.
+      chunk_size: chunk length for ``mode="chunked"``.
+      unroll: ``lax.scan`` unroll for ``mode="sequential"``.
+
+    Returns:
+      ``h: [time, ...]`` with ``h[t]`` the state after step ``t`` (``h[-1]`` is the final state).
+    """
+    scan_mode = _parse_mode(mode)
+    if probe is not None:
+        b = b + probe
+    a, b = jnp.asarray(a), jnp.asarray(b)
+    dtype = jnp.result_type(a, b)
+    shape = jnp.broadcast_shapes(a.shape, b.shape)
+    a = jnp.broadcast_to(a, shape).astype(dtype)
+    b = jnp.broadcast_to(b, shape).astype(dtype)
+    if h0 is None:
+        h0 = jnp.zeros(shape[1:], dtype)
+    else:
+        h0 = jnp.broadcast_to(jnp.asarray(h0), shape[1:]).astype(dtype)
+    if scan_mode is ScanMode.SEQUENTIAL:
+        return _sequential(a, b, h0, unroll)
+    if scan_mode is ScanMode.ASSOCIATIVE:
+        return _associative(a, b, h0)
+    if chunk_size < 1:
+        raise ValueError(f"linear_scan: chunk_size must be >= 1, got {chunk_size!r}")
+    return _chunked(a, b, h0, min(chunk_size, shape[0]))

@@ -1,0 +1,284 @@
+"""Training: pure, jit-able steps and a loop that trains ``num_seeds`` independent models as one program.
+
+* :func:`train_step` (pure): sample a fresh batch from ``fold_in(state.key, state.step)``, take one optimizer
+  step, and *skip* the update (counting it) when the loss or any gradient is not finite.
+* :func:`eval_step` (pure): task metrics on a batch.
+* :func:`train`: vmaps the step over a leading ``seeds`` axis (params, optimizer state, keys), scans
+  ``eval_every`` steps inside one compiled call, evaluates every seed on one fixed held-out batch, and stops early
+  when every seed meets the task's ``solved`` criterion.
+
+Because the data key is derived from ``(seed key, step)``, a run resumed from a checkpoint of its state sees the
+same batches as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from lrd.tasks.base import Batch, Task
+
+__all__ = [
+    "TrainState",
+    "TrainSettings",
+    "make_optimizer",
+    "init_state",
+    "init_states",
+    "train_step",
+    "eval_step",
+    "train",
+    "held_out_batch",
+]
+
+
+class TrainState(NamedTuple):
+    """Everything a run needs to continue bit-for-bit: step, params, optimizer state, data key, skip count."""
+
+    step: jax.Array  # int32[]
+    params: Any
+    opt_state: Any
+    key: jax.Array  # uint32[2]: raw PRNG key of this seed's data stream
+    num_skipped: jax.Array  # int32[]: updates skipped for a non-finite loss or gradient
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainSettings:
+    """Optimisation settings of one run (validated; the CLI and configs build this)."""
+
+    steps: int = 2000
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    clip_norm: float = 1.0
+    weight_decay: float = 0.0
+    num_seeds: int = 1
+    seed: int = 0
+    eval_every: int = 100
+    eval_batch_size: int = 512
+    eval_seed: int = 1_000_003
+    early_stop: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "num_seeds", "eval_every", "eval_batch_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"train.{name} must be a positive int, got {value!r}")
+        if not self.learning_rate > 0:
+            raise ValueError(f"train.learning_rate must be > 0, got {self.learning_rate!r}")
+        if not self.clip_norm > 0:
+            raise ValueError(f"train.clip_norm must be > 0, got {self.clip_norm!r}")
+        if self.weight_decay < 0:
+            raise ValueError(f"train.weight_decay must be >= 0, got {self.weight_decay!r}")
+
+
+def make_optimizer(learning_rate: float, clip_norm: float = 1.0, weight_decay: float = 0.0):
+    """Adam (AdamW when ``weight_decay > 0``) after clipping the gradient to global norm ``clip_norm``."""
+    adam = optax.adamw(learning_rate, weight_decay=weight_decay) if weight_decay else optax.adam(learning_rate)
+    return optax.chain(optax.clip_by_global_norm(clip_norm), adam)
+
+
+def init_state(model: nn.Module, task: Task, optimizer, key: jax.Array) -> TrainState:
+    """A fresh state for one seed: params from ``key``, data stream from an independent split of it."""
+    init_key, data_key = jax.random.split(key)
+    example = task.sample(jax.random.PRNGKey(0), 1).inputs
+    params = model.init(init_key, example)["params"]
+    return TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        opt_state=optimizer.init(params),
+        key=data_key,
+        num_skipped=jnp.zeros((), jnp.int32),
+    )
+
+
+def seed_keys(seed: int, num_seeds: int) -> jax.Array:
+    """``[num_seeds, 2]`` keys: seed ``i`` of a vmapped run gets ``fold_in(PRNGKey(seed), i)``."""
+    base = jax.random.PRNGKey(seed)
+    return jnp.stack([jax.random.fold_in(base, i) for i in range(num_seeds)])
+
+
+def init_states(model: nn.Module, task: Task, optimizer, seed: int, num_seeds: int) -> TrainState:
+    """States for ``num_seeds`` seeds stacked along a leading axis (vmapped init)."""
+    keys = seed_keys(seed, num_seeds)
+    return jax.jit(jax.vmap(lambda k: init_state(model, task, optimizer, k)))(keys)
+
+
+def _all_finite(tree: Any) -> jax.Array:
+    leaves = jax.tree_util.tree_leaves(tree)
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in leaves]))
+
+
+def apply_batch(
+    state: TrainState, batch: Batch, *, model: nn.Module, task: Task, optimizer
+) -> tuple[TrainState, dict[str, jax.Array]]:
+    """One optimizer step on ``batch``; a non-finite loss or gradient leaves params unchanged and is counted."""
+
+    def loss_fn(params):
+        outputs = model.apply({"params": params}, batch.inputs)
+        return task.loss(outputs, batch), outputs
+
+    (loss, outputs), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    finite = jnp.isfinite(loss) & _all_finite(grads)
+    safe_grads = jax.tree_util.tree_map(lambda g: jnp.where(finite, g, jnp.zeros_like(g)), grads)
+    updates, new_opt_state = optimizer.update(safe_grads, state.opt_state, state.params)
+    new_params = optax.apply_updates(state.params, updates)
+
+    def keep(new, old):
+        return jax.tree_util.tree_map(lambda n, o: jnp.where(finite, n, o), new, old)
+
+    metrics = task.metrics(jax.lax.stop_gradient(outputs), batch)
+    metrics["loss"] = loss
+    metrics["grad_norm"] = optax.global_norm(grads)
+    metrics["finite"] = finite.astype(jnp.float32)
+    new_state = TrainState(
+        step=state.step + 1,
+        params=keep(new_params, state.params),
+        opt_state=keep(new_opt_state, state.opt_state),
+        key=state.key,
+        num_skipped=state.num_skipped + (~finite).astype(jnp.int32),
+    )
+    return new_state, metrics
+
+
+def train_step(
+    state: TrainState, *, model: nn.Module, task: Task, optimizer, batch_size: int
+) -> tuple[TrainState, dict[str, jax.Array]]:
+    """Sample the batch for ``state.step`` from this seed's stream and apply one step (pure)."""
+    batch = task.sample(jax.random.fold_in(state.key, state.step), batch_size)
+    return apply_batch(state, batch, model=model, task=task, optimizer=optimizer)
+
+
+def eval_step(params: Any, batch: Batch, *, model: nn.Module, task: Task) -> dict[str, jax.Array]:
+    """Task metrics of ``params`` on ``batch`` (pure)."""
+    return task.metrics(model.apply({"params": params}, batch.inputs), batch)
+
+
+def held_out_batch(task: Task, batch_size: int, eval_seed: int) -> Batch:
+    """The fixed evaluation batch: the same for every seed, every run and every resume."""
+    return task.sample(jax.random.PRNGKey(eval_seed), batch_size)
+
+
+def make_chunk_fn(model: nn.Module, task: Task, optimizer, batch_size: int, num_steps: int) -> Callable:
+    """Jitted ``states -> (states, metrics[seeds, num_steps])``: ``num_steps`` steps of every seed in one call."""
+
+    def one_seed(state):
+        def body(s, _):
+            return train_step(s, model=model, task=task, optimizer=optimizer, batch_size=batch_size)
+
+        return jax.lax.scan(body, state, None, length=num_steps)
+
+    return jax.jit(jax.vmap(one_seed))
+
+
+def make_eval_fn(model: nn.Module, task: Task) -> Callable:
+    """Jitted ``(params[seeds], batch) -> metrics[seeds]``."""
+    return jax.jit(jax.vmap(lambda p, b: eval_step(p, b, model=model, task=task), in_axes=(0, None)))
+
+
+def _to_host(tree: Any) -> Any:
+    return jax.tree_util.tree_map(np.asarray, jax.device_get(tree))
+
+
+def _seed_solved(task: Task, eval_metrics: dict[str, np.ndarray], num_seeds: int) -> np.ndarray:
+    return np.array([task.solved({k: v[i] for k, v in eval_metrics.items()}) for i in range(num_seeds)])
+
+
+ChunkCallback = Callable[[TrainState, dict[str, Any]], None]
+
+
+def train(
+    model: nn.Module,
+    task: Task,
+    settings: TrainSettings,
+    *,
+    state: TrainState | None = None,
+    callbacks: Sequence[ChunkCallback] = (),
+    progress: bool = True,
+    description: str = "",
+) -> tuple[TrainState, dict[str, Any]]:
+    """Train ``settings.num_seeds`` seeds of ``model`` on ``task``; return the final states and a summary.
+
+    ``state`` (stacked over seeds) resumes a run; ``callbacks`` are called after every evaluation with the states
+    and a record ``{"step", "train": {...per seed}, "eval": {...per seed}, "solved": [...], "steps_per_s"}``.
+    The summary holds per-seed ``solved`` and ``steps_to_solve`` (first evaluation step at which the seed met the
+    criterion, ``None`` if never), the final held-out metrics, the chance loss and the wall time.
+    """
+    optimizer = make_optimizer(settings.learning_rate, settings.clip_norm, settings.weight_decay)
+    if state is None:
+        state = init_states(model, task, optimizer, settings.seed, settings.num_seeds)
+    eval_batch = held_out_batch(task, settings.eval_batch_size, settings.eval_seed)
+    eval_fn = make_eval_fn(model, task)
+    chunk_fns: dict[int, Callable] = {}
+    num_seeds = settings.num_seeds
+
+    start_step = int(np.asarray(state.step).reshape(-1)[0])
+    steps_to_solve: list[int | None] = [None] * num_seeds
+    history: list[dict[str, Any]] = []
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=settings.steps, initial=start_step, desc=description or task.name, unit="step")
+    t_start = time.perf_counter()
+    step = start_step
+    eval_metrics: dict[str, np.ndarray] = {}
+    solved = np.zeros(num_seeds, bool)
+    try:
+        while step < settings.steps:
+            n = min(settings.eval_every - step % settings.eval_every, settings.steps - step)
+            if n not in chunk_fns:
+                chunk_fns[n] = make_chunk_fn(model, task, optimizer, settings.batch_size, n)
+            t0 = time.perf_counter()
+            state, train_metrics = chunk_fns[n](state)
+            train_metrics = _to_host(train_metrics)
+            elapsed = time.perf_counter() - t0
+            step += n
+            eval_metrics = _to_host(eval_fn(state.params, eval_batch))
+            solved = _seed_solved(task, eval_metrics, num_seeds)
+            for i in range(num_seeds):
+                if solved[i] and steps_to_solve[i] is None:
+                    steps_to_solve[i] = step
+            record = {
+                "step": step,
+                "train": {k: v[:, -1].tolist() for k, v in train_metrics.items()},
+                "train_mean": {k: v.mean(axis=1).tolist() for k, v in train_metrics.items()},
+                "eval": {k: v.tolist() for k, v in eval_metrics.items()},
+                "solved": solved.tolist(),
+                "num_skipped": np.asarray(state.num_skipped).tolist(),
+                "steps_per_s": n / max(elapsed, 1e-9),
+            }
+            history.append(record)
+            for callback in callbacks:
+                callback(state, record)
+            if bar is not None:
+                bar.update(n)
+                bar.set_postfix(
+                    loss=f"{float(np.mean(train_metrics['loss'][:, -1])):.4f}",
+                    eval=f"{float(np.mean(eval_metrics['loss'])):.4f}",
+                    solved=f"{int(solved.sum())}/{num_seeds}",
+                    steps_s=f"{record['steps_per_s']:.0f}",
+                )
+            if settings.early_stop and solved.all():
+                break
+    finally:
+        if bar is not None:
+            bar.close()
+    summary = {
+        "task": task.describe(),
+        "num_seeds": num_seeds,
+        "steps_run": step,
+        "solved": solved.tolist(),
+        "steps_to_solve": steps_to_solve,
+        "final_eval": {k: np.asarray(v).tolist() for k, v in eval_metrics.items()},
+        "chance_loss": float(task.chance_loss),
+        "num_skipped": np.asarray(state.num_skipped).tolist(),
+        "wall_time_s": time.perf_counter() - t_start,
+    }
+    return state, summary
