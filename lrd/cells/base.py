@@ -46,9 +46,11 @@ def probe_variable(module: nn.Module, like: Any, num_steps: int, name: str = "st
     """Zeros ``[time, *leaf.shape]`` for each leaf of ``like`` in the ``"probes"`` collection, or ``None``.
 
     The probe exists only when the caller asks for it: by passing ``mutable=["probes"]`` (to create it) or by
-    supplying a ``"probes"`` collection (to differentiate with respect to it). Otherwise no variable is made and
-    the scan runs without a probe.
+    supplying a ``"probes"`` collection (to differentiate with respect to it) to ``apply``. ``init`` never makes
+    one (it would otherwise, since every collection is mutable during init). Otherwise the scan runs unprobed.
     """
+    if module.is_initializing():
+        return None
     if not (module.is_mutable_collection(PROBE_COLLECTION) or module.has_variable(PROBE_COLLECTION, name)):
         return None
 

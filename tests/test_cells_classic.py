@@ -1,0 +1,222 @@
+"""Classic cells against hand-written reference equations (NumPy) and, when installed, PyTorch."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from lrd.cells.base import recurrent_initializer
+from lrd.cells.classic import GRU, LSTM, ElmanRNN
+from lrd.registry import build_mixer
+
+BATCH, TIME, D_IN, HIDDEN = 2, 6, 3, 4
+
+
+def _sigmoid(z):
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+def _inputs(seed=0):
+    return jax.random.normal(jax.random.PRNGKey(seed), (BATCH, TIME, D_IN))
+
+
+def _random_params(module, x, seed=1):
+    """Initialise, then replace every parameter by random values so zero biases don't hide mistakes."""
+    params = module.init(jax.random.PRNGKey(seed), x)["params"]
+    leaves, treedef = jax.tree_util.tree_flatten(params)
+    keys = jax.random.split(jax.random.PRNGKey(seed + 1), len(leaves))
+    leaves = [0.5 * jax.random.normal(k, leaf.shape) for k, leaf in zip(keys, leaves, strict=True)]
+    return jax.tree_util.tree_unflatten(treedef, leaves)
+
+
+def ref_elman(p, x, act):
+    h = np.zeros((x.shape[0], HIDDEN))
+    out = []
+    for t in range(x.shape[1]):
+        h = act(x[:, t] @ p["input_kernel"] + p["bias"] + h @ p["recurrent_kernel"])
+        out.append(h)
+    return np.stack(out, 1)
+
+
+def ref_lstm(p, x):
+    h = np.zeros((x.shape[0], HIDDEN))
+    c = np.zeros_like(h)
+    out = []
+    w, u, b = p["input_kernel"], p["recurrent_kernel"], p["bias"]
+    H = HIDDEN
+    for t in range(x.shape[1]):
+        z = x[:, t] @ w + h @ u + b
+        i = _sigmoid(z[:, :H])
+        f = _sigmoid(z[:, H : 2 * H])
+        g = np.tanh(z[:, 2 * H : 3 * H])
+        o = _sigmoid(z[:, 3 * H :])
+        c = f * c + i * g
+        h = o * np.tanh(c)
+        out.append(h)
+    return np.stack(out, 1)
+
+
+def ref_gru(p, x):
+    h = np.zeros((x.shape[0], HIDDEN))
+    out = []
+    w, bi, u, bh = p["input_kernel"], p["input_bias"], p["recurrent_kernel"], p["recurrent_bias"]
+    H = HIDDEN
+    for t in range(x.shape[1]):
+        xi = x[:, t] @ w + bi
+        hh = h @ u + bh
+        r = _sigmoid(xi[:, :H] + hh[:, :H])
+        z = _sigmoid(xi[:, H : 2 * H] + hh[:, H : 2 * H])
+        n = np.tanh(xi[:, 2 * H :] + r * hh[:, 2 * H :])
+        h = (1 - z) * n + z * h
+        out.append(h)
+    return np.stack(out, 1)
+
+
+ACTS = {"tanh": np.tanh, "sigmoid": _sigmoid, "relu": lambda z: np.maximum(z, 0.0)}
+
+
+@pytest.mark.parametrize("activation", list(ACTS))
+def test_elman_matches_reference(activation):
+    x = _inputs()
+    module = ElmanRNN(HIDDEN, activation=activation)
+    params = _random_params(module, x)
+    got = module.apply({"params": params}, x)
+    p = jax.tree_util.tree_map(np.asarray, params)
+    np.testing.assert_allclose(got, ref_elman(p, np.asarray(x), ACTS[activation]), rtol=1e-5, atol=1e-5)
+
+
+def test_lstm_matches_reference():
+    x = _inputs()
+    module = LSTM(HIDDEN)
+    params = _random_params(module, x)
+    got = module.apply({"params": params}, x)
+    p = jax.tree_util.tree_map(np.asarray, params)
+    np.testing.assert_allclose(got, ref_lstm(p, np.asarray(x)), rtol=1e-5, atol=1e-5)
+
+
+def test_gru_matches_reference():
+    x = _inputs()
+    module = GRU(HIDDEN)
+    params = _random_params(module, x)
+    got = module.apply({"params": params}, x)
+    p = jax.tree_util.tree_map(np.asarray, params)
+    np.testing.assert_allclose(got, ref_gru(p, np.asarray(x)), rtol=1e-5, atol=1e-5)
+
+
+def test_lstm_forget_bias_initialisation():
+    x = _inputs()
+    params = LSTM(HIDDEN, forget_bias=2.5).init(jax.random.PRNGKey(0), x)["params"]
+    bias = np.asarray(params["bias"])
+    np.testing.assert_array_equal(bias[HIDDEN : 2 * HIDDEN], 2.5)
+    np.testing.assert_array_equal(np.delete(bias, np.s_[HIDDEN : 2 * HIDDEN]), 0.0)
+
+
+@pytest.mark.parametrize("kind", ["orthogonal", "identity"])
+@pytest.mark.parametrize("radius", [0.5, 1.0, 1.3])
+def test_recurrent_init_spectral_radius_exact(kind, radius):
+    u = recurrent_initializer(kind, radius)(jax.random.PRNGKey(3), (32, 32))
+    moduli = np.abs(np.linalg.eigvals(np.asarray(u, np.float64)))
+    # Orthogonal and identity matrices scaled by rho have *every* eigenvalue on the circle of radius rho.
+    np.testing.assert_allclose(moduli, radius, rtol=1e-4)
+
+
+def test_recurrent_init_normal_spectral_radius_approximate():
+    # Circular law: i.i.d. N(0, rho^2/H) entries put the spectrum in the disc of radius rho as H grows.
+    u = recurrent_initializer("normal", 0.9)(jax.random.PRNGKey(4), (512, 512))
+    radius = np.max(np.abs(np.linalg.eigvals(np.asarray(u, np.float64))))
+    assert abs(radius - 0.9) < 0.06
+
+
+def test_bad_recurrent_init_and_activation_are_rejected():
+    x = _inputs()
+    with pytest.raises(ValueError, match="recurrent_init.*allowed values"):
+        ElmanRNN(HIDDEN, recurrent_init="xavier").init(jax.random.PRNGKey(0), x)
+    with pytest.raises(ValueError, match="activation.*allowed values"):
+        ElmanRNN(HIDDEN, activation="gelu").init(jax.random.PRNGKey(0), x)
+
+
+def test_registry_presets():
+    irnn = build_mixer("irnn", 8)
+    assert irnn.activation == "relu" and irnn.recurrent_init == "identity"
+    assert build_mixer("rnn_sigmoid", 8).activation == "sigmoid"
+    with pytest.raises(ValueError, match="unknown model name 'nope'; allowed values: .*lstm"):
+        build_mixer("nope", 8)
+    with pytest.raises(ValueError, match="no option"):
+        build_mixer("lstm", 8, not_a_field=1)
+
+
+@pytest.mark.parametrize("cls", [ElmanRNN, LSTM, GRU])
+def test_probe_collection_shapes_and_truncation(cls):
+    x = _inputs()
+    module = cls(HIDDEN)
+    params = module.init(jax.random.PRNGKey(0), x)["params"]
+    assert "probes" not in module.init(jax.random.PRNGKey(0), x)
+    _, state = module.apply({"params": params}, x, mutable=["probes"])
+    leaves = jax.tree_util.tree_leaves(state["probes"])
+    assert leaves and all(leaf.shape == (TIME, BATCH, HIDDEN) for leaf in leaves)
+    # Truncation 1 makes the last output independent of every earlier input.
+    truncated = cls(HIDDEN, truncation=1)
+    grad = jax.grad(lambda x: jnp.sum(truncated.apply({"params": params}, x)[:, -1]))(x)
+    np.testing.assert_array_equal(grad[:, :-1], 0.0)
+    assert np.any(np.asarray(grad[:, -1]) != 0)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# PyTorch parity. Gate order: torch.nn.LSTM packs [i, f, g, o], torch.nn.GRU packs [r, z, n], as lrd does, so
+# input_kernel = weight_ih_l0.T, recurrent_kernel = weight_hh_l0.T; the LSTM's single bias is bias_ih + bias_hh,
+# the GRU keeps both (its reset gate multiplies U_n h + b_hn).
+
+
+def _torch():
+    return pytest.importorskip("torch")
+
+
+def test_lstm_matches_pytorch():
+    torch = _torch()
+    torch.manual_seed(0)
+    ref = torch.nn.LSTM(D_IN, HIDDEN, batch_first=True)
+    x = np.random.default_rng(0).normal(size=(BATCH, TIME, D_IN)).astype(np.float32)
+    with torch.no_grad():
+        expected, _ = ref(torch.from_numpy(x))
+    params = {
+        "input_kernel": ref.weight_ih_l0.detach().numpy().T,
+        "recurrent_kernel": ref.weight_hh_l0.detach().numpy().T,
+        "bias": (ref.bias_ih_l0 + ref.bias_hh_l0).detach().numpy(),
+    }
+    got = LSTM(HIDDEN).apply({"params": params}, jnp.asarray(x))
+    np.testing.assert_allclose(got, expected.numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_gru_matches_pytorch():
+    torch = _torch()
+    torch.manual_seed(1)
+    ref = torch.nn.GRU(D_IN, HIDDEN, batch_first=True)
+    x = np.random.default_rng(1).normal(size=(BATCH, TIME, D_IN)).astype(np.float32)
+    with torch.no_grad():
+        expected, _ = ref(torch.from_numpy(x))
+    params = {
+        "input_kernel": ref.weight_ih_l0.detach().numpy().T,
+        "input_bias": ref.bias_ih_l0.detach().numpy(),
+        "recurrent_kernel": ref.weight_hh_l0.detach().numpy().T,
+        "recurrent_bias": ref.bias_hh_l0.detach().numpy(),
+    }
+    got = GRU(HIDDEN).apply({"params": params}, jnp.asarray(x))
+    np.testing.assert_allclose(got, expected.numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_elman_matches_pytorch():
+    torch = _torch()
+    torch.manual_seed(2)
+    ref = torch.nn.RNN(D_IN, HIDDEN, nonlinearity="tanh", batch_first=True)
+    x = np.random.default_rng(2).normal(size=(BATCH, TIME, D_IN)).astype(np.float32)
+    with torch.no_grad():
+        expected, _ = ref(torch.from_numpy(x))
+    params = {
+        "input_kernel": ref.weight_ih_l0.detach().numpy().T,
+        "recurrent_kernel": ref.weight_hh_l0.detach().numpy().T,
+        "bias": (ref.bias_ih_l0 + ref.bias_hh_l0).detach().numpy(),
+    }
+    got = ElmanRNN(HIDDEN).apply({"params": params}, jnp.asarray(x))
+    np.testing.assert_allclose(got, expected.numpy(), rtol=1e-5, atol=1e-5)
