@@ -98,8 +98,12 @@ def causal_softmax_attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Ar
 
 
 def elu_feature_map(x: jax.Array) -> jax.Array:
-    """``phi(x) = elu(x) + 1 > 0`` (Katharopoulos et al. 2020, eq. 7)."""
-    return jax.nn.elu(x) + 1.0
+    """``phi(x) = elu(x) + 1 > 0`` (Katharopoulos et al. 2020, eq. 7).
+
+    Written as ``x + 1`` for ``x > 0`` and ``exp(x)`` otherwise: ``(exp(x) - 1) + 1`` rounds to exactly 0 in
+    float32 for ``x < -17``, which would break the positivity the normaliser relies on.
+    """
+    return jnp.where(x > 0, x + 1.0, jnp.exp(jnp.minimum(x, 0.0)))
 
 
 def _state_size(heads: int, key_dim: int, value_dim: int) -> int:
