@@ -100,7 +100,9 @@ class SequenceModel(nn.Module):
         for layer in range(self.num_layers):
             x = x + self._mixer(layer)(_norm(self.norm, f"layer{layer}_norm_mixer")(x))
             if self.mlp_ratio:
-                x = x + MLP(self.mlp_ratio, name=f"layer{layer}_mlp")(_norm(self.norm, f"layer{layer}_norm_mlp")(x))
+                x = x + MLP(self.mlp_ratio, name=f"layer{layer}_mlp")(
+                    _norm(self.norm, f"layer{layer}_norm_mlp")(x)
+                )
         x = _norm(self.norm, "final_norm")(x)
         return nn.Dense(self.output_dim, name="readout")(x)
 

@@ -82,9 +82,7 @@ def _load_all() -> None:
                 raise
 
 
-def register_mixer(
-    name: str, *, family: str, description: str, **defaults: Any
-) -> Callable[[type], type]:
+def register_mixer(name: str, *, family: str, description: str, **defaults: Any) -> Callable[[type], type]:
     """Class decorator: register a Linen mixer module under ``name`` (``defaults`` preset its fields)."""
 
     def decorate(cls: type) -> type:
@@ -160,5 +158,7 @@ def build_task(name: str, **options: Any):
     fields = {f.name for f in dataclasses.fields(spec.cls)}
     unknown = sorted(set(options) - fields)
     if unknown:
-        raise ValueError(f"task {name!r} has no option(s) {unknown}; allowed options: {', '.join(sorted(fields))}")
+        raise ValueError(
+            f"task {name!r} has no option(s) {unknown}; allowed options: {', '.join(sorted(fields))}"
+        )
     return spec.cls(**options)

@@ -30,7 +30,7 @@ PyTree = Any
 __all__ = ["ScanMode", "bptt_scan", "linear_scan", "SCAN_MODES"]
 
 
-class ScanMode(str, enum.Enum):
+class ScanMode(enum.StrEnum):
     """How :func:`linear_scan` evaluates ``h_t = a_t * h_{t-1} + b_t``."""
 
     SEQUENTIAL = "sequential"  # lax.scan, O(T) depth, O(1) extra memory per step
@@ -45,7 +45,9 @@ def _parse_mode(mode: str | ScanMode) -> ScanMode:
     try:
         return ScanMode(mode)
     except ValueError:
-        raise ValueError(f"linear_scan: unknown mode={mode!r}; allowed values: {', '.join(SCAN_MODES)}") from None
+        raise ValueError(
+            f"linear_scan: unknown mode={mode!r}; allowed values: {', '.join(SCAN_MODES)}"
+        ) from None
 
 
 def _tree_add(a: PyTree, b: PyTree | None) -> PyTree:
@@ -60,7 +62,9 @@ def _time_length(xs: PyTree) -> int:
         raise ValueError("bptt_scan: xs has no array leaves, so the number of time steps is unknown")
     lengths = {leaf.shape[0] for leaf in leaves}
     if len(lengths) != 1:
-        raise ValueError(f"bptt_scan: every xs leaf needs the same leading (time) length, got {sorted(lengths)}")
+        raise ValueError(
+            f"bptt_scan: every xs leaf needs the same leading (time) length, got {sorted(lengths)}"
+        )
     return lengths.pop()
 
 

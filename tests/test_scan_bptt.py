@@ -121,7 +121,11 @@ def test_remat_and_unroll_do_not_change_gradients():
     reference = jax.grad(_loss)(params, xs)
     for kwargs in ({"remat": True}, {"unroll": 5}, {"remat": True, "truncation": 6}):
         got = jax.grad(lambda p, kw=kwargs: _loss(p, xs, **kw))(params)
-        expected = reference if "truncation" not in kwargs else jax.grad(lambda p: _loss(p, xs, truncation=6))(params)
+        expected = (
+            reference
+            if "truncation" not in kwargs
+            else jax.grad(lambda p: _loss(p, xs, truncation=6))(params)
+        )
         for g_ref, g in zip(expected, got, strict=True):
             # Unrolling/remat lets XLA fuse and reassociate float32 sums over 20 steps differently, so elements
             # near zero differ by a few ulps of the gradient's scale: compare relative to that scale.

@@ -96,12 +96,8 @@ def gru_step(
 
 
 @register_mixer("rnn", family="classic", description="Elman RNN, tanh (Elman 1990)")
-@register_mixer(
-    "rnn_relu", family="classic", description="Elman RNN, relu", activation="relu"
-)
-@register_mixer(
-    "rnn_sigmoid", family="classic", description="Elman RNN, sigmoid", activation="sigmoid"
-)
+@register_mixer("rnn_relu", family="classic", description="Elman RNN, relu", activation="relu")
+@register_mixer("rnn_sigmoid", family="classic", description="Elman RNN, sigmoid", activation="sigmoid")
 @register_mixer(
     "irnn",
     family="classic",
@@ -129,13 +125,19 @@ class ElmanRNN(RecurrentCell):
         input_kernel = self.param("input_kernel", nn.initializers.lecun_normal(), (x.shape[-1], h_size))
         bias = self.param("bias", nn.initializers.zeros_init(), (h_size,))
         recurrent_kernel = self.param(
-            "recurrent_kernel", recurrent_initializer(self.recurrent_init, self.spectral_radius), (h_size, h_size)
+            "recurrent_kernel",
+            recurrent_initializer(self.recurrent_init, self.spectral_radius),
+            (h_size, h_size),
         )
         xw = _project(x, input_kernel, bias)
         h0 = jnp.zeros((x.shape[0], h_size), xw.dtype)
         probe = probe_variable(self, h0, x.shape[1])
         _, hs = bptt_scan(
-            lambda h, xw_t: elman_step(h, xw_t, recurrent_kernel, act), h0, xw, probe=probe, **self.scan_options()
+            lambda h, xw_t: elman_step(h, xw_t, recurrent_kernel, act),
+            h0,
+            xw,
+            probe=probe,
+            **self.scan_options(),
         )
         return to_batch_major(hs)
 

@@ -1,0 +1,32 @@
+# `make demo` and `make test` each create .venv and install lrd into it if missing, then run.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PYTEST_WORKERS ?= 2
+
+.PHONY: demo test lint format clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python -m lrd.demo --out demo_results.jsonl
+
+test: $(STAMP)
+	$(BIN)/ruff check lrd tests experiments notebooks
+	$(BIN)/ruff format --check lrd tests experiments notebooks
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --durations=15
+
+lint: $(STAMP)
+	$(BIN)/ruff check lrd tests experiments notebooks
+
+format: $(STAMP)
+	$(BIN)/ruff format lrd tests experiments notebooks
+	$(BIN)/ruff check --fix lrd tests experiments notebooks
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info demo_results.jsonl
