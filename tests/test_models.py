@@ -1,0 +1,206 @@
+"""SequenceModel: bare and block modes, hybrid patterns, token and real inputs, option forwarding, errors."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from lrd.models import build_model, count_params
+from lrd.registry import mixer_names
+from lrd.tasks.adding import Adding
+from lrd.tasks.copy_memory import CopyMemory
+
+ADDING = Adding(lag=10)  # real inputs [batch, 10, 2] -> [batch, 10, 1]
+COPY = CopyMemory(lag=3, copy_length=2, num_symbols=4)  # tokens [batch, 7] -> [batch, 7, 6]
+HIDDEN = 8
+
+
+def _init_apply(model, task, batch_size: int = 2):
+    batch = task.sample(jax.random.PRNGKey(0), batch_size)
+    params = jax.jit(model.init)(jax.random.PRNGKey(1), batch.inputs)["params"]
+    return params, batch, jax.jit(model.apply)({"params": params}, batch.inputs)
+
+
+def _param_shapes(model, task):
+    """Parameter shapes without compiling anything (``jax.eval_shape`` of ``init``)."""
+    inputs = task.sample(jax.random.PRNGKey(0), 2).inputs
+    return jax.eval_shape(model.init, jax.random.PRNGKey(1), inputs)["params"]
+
+
+def _require(*names: str) -> None:
+    missing = sorted(set(names) - set(mixer_names()))
+    if missing:
+        pytest.skip(f"mixer(s) {missing} not registered yet")
+
+
+@pytest.mark.parametrize("task", [ADDING, COPY], ids=["real", "tokens"])
+@pytest.mark.parametrize("mode", ["bare", "block"])
+def test_output_shape_for_real_and_token_inputs(task, mode):
+    model = build_model("lstm", task, hidden_size=HIDDEN, mode=mode)
+    _, batch, outputs = _init_apply(model, task, batch_size=3)
+    assert outputs.shape == (3, task.seq_len, task.output_dim)
+    assert outputs.dtype == jnp.float32
+    assert bool(jnp.all(jnp.isfinite(outputs)))
+    assert np.isfinite(float(task.loss(outputs, batch)))
+
+
+def test_bare_mode_is_cells_plus_linear_readout():
+    # Bare LSTM on adding: the cell sees the raw 2 input channels; only a readout follows.
+    model = build_model("lstm", ADDING, hidden_size=HIDDEN, mode="bare")
+    params, _, _ = _init_apply(model, ADDING)
+    assert set(params) == {"layer0_lstm", "readout"}
+    assert params["layer0_lstm"]["input_kernel"].shape == (2, 4 * HIDDEN)
+    expected = 4 * HIDDEN * (2 + HIDDEN + 1) + (HIDDEN * 1 + 1)  # W, U, b of the LSTM; readout W, b
+    assert count_params(params) == expected
+
+
+def test_bare_tokens_are_one_hot():
+    model = build_model("rnn", COPY, hidden_size=HIDDEN, mode="bare")
+    params, batch, outputs = _init_apply(model, COPY)
+    assert params["layer0_rnn"]["input_kernel"].shape == (COPY.vocab_size, HIDDEN)
+    one_hot = jax.nn.one_hot(batch.inputs, COPY.vocab_size)
+    real_model = build_model("rnn", ADDING, hidden_size=HIDDEN, mode="bare").clone(output_dim=COPY.output_dim)
+    np.testing.assert_allclose(real_model.apply({"params": params}, one_hot), outputs, rtol=1e-6, atol=1e-6)
+
+
+def test_block_mode_layout():
+    model = build_model("lstm+attention", COPY, hidden_size=HIDDEN, mode="block", num_layers=2)
+    params = _param_shapes(model, COPY)
+    assert set(params) == {
+        "embed",
+        "layer0_norm_mixer",
+        "layer0_lstm",
+        "layer0_norm_mlp",
+        "layer0_mlp",
+        "layer1_norm_mixer",
+        "layer1_attention",
+        "layer1_norm_mlp",
+        "layer1_mlp",
+        "final_norm",
+        "readout",
+    }
+    assert params["layer1_mlp"]["up"]["kernel"].shape == (HIDDEN, 4 * HIDDEN)
+    assert params["layer1_attention"]["query_kernel"].shape[0] == HIDDEN  # mixers read d_model
+    no_mlp = build_model("lstm", ADDING, hidden_size=HIDDEN, mode="block", mlp_ratio=0, norm="rmsnorm")
+    params, _, outputs = _init_apply(no_mlp, ADDING)
+    assert set(params) == {"encoder", "layer0_norm_mixer", "layer0_lstm", "final_norm", "readout"}
+    assert "scale" in params["final_norm"] and "bias" not in params["final_norm"]  # RMSNorm
+    assert bool(jnp.all(jnp.isfinite(outputs)))
+
+
+def _mixer_layers(params) -> list[str]:
+    return [k for k in params if k.startswith("layer") and "_norm" not in k and not k.endswith("_mlp")]
+
+
+@pytest.mark.parametrize(
+    "pattern,num_layers,expected",
+    [
+        (("lstm", "attention"), 4, ["lstm", "attention", "lstm", "attention"]),
+        (("rglru", "rglru", "attention"), 6, ["rglru", "rglru", "attention"] * 2),
+        ("gru + linear_attention + lstm", 2, ["gru", "linear_attention"]),
+    ],
+)
+def test_patterns_cycle_over_layers(pattern, num_layers, expected):
+    # Given a pattern of names, Then layer i runs pattern[i % len(pattern)] (checked on shapes only).
+    _require(*expected)
+    model = build_model(pattern, ADDING, hidden_size=HIDDEN, mode="block", num_layers=num_layers)
+    assert sorted(_mixer_layers(_param_shapes(model, ADDING))) == sorted(
+        f"layer{i}_{name}" for i, name in enumerate(expected)
+    )
+
+
+@pytest.mark.parametrize(
+    "pattern,num_layers,task",
+    [
+        ("lstm+attention", 2, ADDING),
+        (("lstm", "attention"), 3, COPY),
+        (["rglru", "rglru", "attention"], 3, COPY),
+        ("gru+linear_attention", 2, ADDING),
+    ],
+    ids=[
+        "lstm+attention-real",
+        "lstm,attention-x3-tokens",
+        "rglru,rglru,attention-tokens",
+        "gru+linear-real",
+    ],
+)
+def test_hybrid_block_models_run_and_are_causal(pattern, num_layers, task):
+    names = pattern.split("+") if isinstance(pattern, str) else pattern
+    _require(*names)
+    model = build_model(pattern, task, hidden_size=HIDDEN, mode="block", num_layers=num_layers)
+    batch = task.sample(jax.random.PRNGKey(0), 2)
+    params = jax.jit(model.init)(jax.random.PRNGKey(1), batch.inputs)["params"]
+    assert len(_mixer_layers(params)) == num_layers
+    # Changing the last input step must leave every earlier output unchanged: run both in one batch.
+    if task.input_kind == "tokens":
+        changed = batch.inputs.at[:, -1].set((batch.inputs[:, -1] + 1) % task.vocab_size)
+    else:
+        changed = batch.inputs.at[:, -1].add(1.0)
+    both = jax.jit(model.apply)({"params": params}, jnp.concatenate([batch.inputs, changed]))
+    outputs, new_outputs = both[:2], both[2:]
+    assert outputs.shape == (2, task.seq_len, task.output_dim)
+    assert bool(jnp.all(jnp.isfinite(both)))
+    np.testing.assert_allclose(new_outputs[:, :-1], outputs[:, :-1], rtol=0, atol=1e-6)
+    assert float(jnp.abs(new_outputs[:, -1] - outputs[:, -1]).max()) > 0
+
+
+def test_bare_stack_of_different_cells():
+    model = build_model(("gru", "attention"), ADDING, hidden_size=HIDDEN, mode="bare", num_layers=2)
+    params, _, outputs = _init_apply(model, ADDING)
+    assert params["layer1_attention"]["query_kernel"].shape[0] == HIDDEN  # layer 1 reads layer 0's state
+    assert outputs.shape == (2, ADDING.seq_len, 1)
+
+
+def test_scan_options_reach_only_mixers_that_have_them():
+    # truncation=1 cuts every gradient path across time in the LSTM; attention has no such field and ignores it.
+    task = Adding(lag=6)
+    batch = task.sample(jax.random.PRNGKey(0), 2)
+
+    def last_output_grad(model):
+        params = jax.jit(model.init)(jax.random.PRNGKey(1), batch.inputs)["params"]
+        grad = jax.jit(jax.grad(lambda x: jnp.sum(model.apply({"params": params}, x)[:, -1])))(batch.inputs)
+        return jnp.abs(grad[:, :-1]).max()
+
+    lstm = build_model("lstm", task, hidden_size=HIDDEN, scan_options={"truncation": 1})
+    assert float(last_output_grad(lstm)) == 0.0
+    assert float(last_output_grad(build_model("lstm", task, hidden_size=HIDDEN))) > 0.0
+    mixed = build_model(
+        "lstm+attention", task, hidden_size=HIDDEN, mode="block", num_layers=2, scan_options={"truncation": 1}
+    )
+    assert float(last_output_grad(mixed)) > 0.0  # attention still sees the past
+
+
+def test_mixer_options_are_forwarded_and_validated():
+    model = build_model(
+        "attention",
+        ADDING,
+        hidden_size=HIDDEN,
+        mixer_options={"attention": {"num_heads": 2, "positions": "none"}},
+    )
+    assert _param_shapes(model, ADDING)["layer0_attention"]["query_kernel"].shape == (2, 2, HIDDEN // 2)
+    bad = build_model("attention", ADDING, hidden_size=HIDDEN, mixer_options={"attention": {"heads": 2}})
+    with pytest.raises(ValueError, match="heads"):
+        _param_shapes(bad, ADDING)
+
+
+@pytest.mark.parametrize(
+    "kwargs,field",
+    [
+        ({"mixers": "lstm", "mode": "deep"}, "mode"),
+        ({"mixers": "lstm", "norm": "batchnorm"}, "norm"),
+        ({"mixers": "lstm", "num_layers": 0}, "num_layers"),
+        ({"mixers": "lstm", "hidden_size": 0}, "hidden_size"),
+        ({"mixers": "lstm+transformerxl"}, "transformerxl"),
+        ({"mixers": ()}, "mixers"),
+    ],
+)
+def test_bad_arguments_name_the_field(kwargs, field):
+    mixers = kwargs.pop("mixers")
+    with pytest.raises(ValueError, match=field) as err:
+        build_model(mixers, ADDING, **kwargs)
+    if field == "mode":
+        assert "bare" in str(err.value) and "block" in str(err.value)  # the allowed values are listed
+    if field == "transformerxl":
+        assert "lstm" in str(err.value)
