@@ -1,4 +1,4 @@
-"""The adding problem, in the two variants the literature uses (pick with ``variant``).
+"""The adding problem, in the two variants the literature uses (pick with ``variant``), fixed or variable lag.
 
 ``variant="arjovsky"`` (Arjovsky, Shah & Bengio 2016, sec. 4.2; default):
   Length ``T = lag``. Input channel 0: values ``X_t ~ U[0, 1]``. Channel 1: a marker, 1 at exactly two steps,
@@ -12,6 +12,16 @@
   uniformly in ``[0, T/2 - 1)`` at a different step. Target ``0.5 + (X1 + X2) / 4`` in ``[0, 1]``. Chance MSE is
   ``Var = (1/3 + 1/3) / 16 = 1/24 ~ 0.0417``. Solved when *every* held-out absolute error is below 0.04 (the
   paper's criterion). Here the lag to bridge is at least ``T/2 + 1`` steps.
+
+Variable lag (``min_lag`` set; the default ``min_lag=None`` is the fixed-lag task above, bit for bit):
+  Each example draws its own length ``tau ~ U{min_lag, ..., lag}`` (inclusive, independent of everything else).
+  Arrays keep the maximal length ``lag``; the example occupies the *last* ``tau`` steps (left padding), so the
+  readout is always the last array step. With ``o = lag - tau`` the padding steps ``[0, o)`` carry value 0 and
+  marker 0, and the markers are placed by the rules above applied to the example's own length ``tau`` and shifted
+  by ``o`` (Arjovsky: first in ``o + [0, tau//2)``, second in ``o + [tau//2, tau)``; Hochreiter: first in
+  ``o + [0, 10)``, second in ``o + [0, tau//2 - 1)`` at a different step). The target distribution does not
+  depend on ``tau`` or on the padding, so the chance MSE is unchanged (1/6, resp. 1/24) and so is the solved
+  criterion. :meth:`Adding.sample_with_lags` also returns each example's ``tau``.
 """
 
 from __future__ import annotations
@@ -27,22 +37,46 @@ from lrd.tasks.base import Batch, RegressionTask
 VARIANTS = ("arjovsky", "hochreiter")
 
 
-@register_task("adding", description="adding problem: sum two marked values (Arjovsky 2016 / Hochreiter 1997)")
+@register_task(
+    "adding", description="adding problem: sum two marked values (Arjovsky 2016 / Hochreiter 1997)"
+)
 @dataclasses.dataclass(frozen=True)
 class Adding(RegressionTask):
-    """Adding problem (see module docstring). ``inputs: float32[batch, lag, 2]``, targets ``[batch, lag, 1]``."""
+    """Adding problem (see module docstring). ``inputs: float32[batch, lag, 2]``, targets ``[batch, lag, 1]``.
+
+    Attributes:
+      lag: sequence length ``T`` (the maximal length when ``min_lag`` is set).
+      variant: ``"arjovsky"`` or ``"hochreiter"``.
+      min_lag: ``None`` for a fixed length; otherwise each example's length is uniform in ``[min_lag, lag]``.
+      mse_threshold: solved threshold on the held-out MSE (Arjovsky variant).
+      error_threshold: solved threshold on the largest held-out absolute error (Hochreiter variant).
+    """
 
     lag: int = 100
     variant: str = "arjovsky"
     mse_threshold: float = 0.01
     error_threshold: float = 0.04
+    min_lag: int | None = None
 
     def validate(self) -> None:
         if self.variant not in VARIANTS:
-            raise ValueError(f"adding: variant={self.variant!r} is unknown; allowed values: {', '.join(VARIANTS)}")
+            raise ValueError(
+                f"adding: variant={self.variant!r} is unknown; allowed values: {', '.join(VARIANTS)}"
+            )
         min_lag = 2 if self.variant == "arjovsky" else 12
         if not isinstance(self.lag, int) or self.lag < min_lag:
-            raise ValueError(f"adding: lag must be an int >= {min_lag} for variant {self.variant!r}, got {self.lag!r}")
+            raise ValueError(
+                f"adding: lag must be an int >= {min_lag} for variant {self.variant!r}, got {self.lag!r}"
+            )
+        if self.min_lag is not None and (
+            not isinstance(self.min_lag, int)
+            or isinstance(self.min_lag, bool)
+            or not min_lag <= self.min_lag <= self.lag
+        ):
+            raise ValueError(
+                f"adding: min_lag must be None or an int in [{min_lag}, lag={self.lag}] for variant "
+                f"{self.variant!r}, got {self.min_lag!r}"
+            )
 
     @property
     def name(self) -> str:
@@ -65,19 +99,41 @@ class Adding(RegressionTask):
         return 1.0 / 6.0 if self.variant == "arjovsky" else 1.0 / 24.0
 
     def sample(self, key: jax.Array, batch_size: int) -> Batch:
+        return self.sample_with_lags(key, batch_size)[0]
+
+    def sample_with_lags(self, key: jax.Array, batch_size: int) -> tuple[Batch, jax.Array]:
+        """``(batch, lags)``: the batch of :meth:`sample` and each example's length ``int32[batch]``."""
         length = self.lag
-        k_val, k_first, k_second = jax.random.split(key, 3)
-        half = length // 2
-        if self.variant == "arjovsky":
-            values = jax.random.uniform(k_val, (batch_size, length))
-            first = jax.random.randint(k_first, (batch_size,), 0, half)
-            second = jax.random.randint(k_second, (batch_size,), half, length)
+        if self.min_lag is None:
+            k_val, k_first, k_second = jax.random.split(key, 3)
+            lags = jnp.full((batch_size,), length, jnp.int32)
+            half = length // 2
+            if self.variant == "arjovsky":
+                values = jax.random.uniform(k_val, (batch_size, length))
+                first = jax.random.randint(k_first, (batch_size,), 0, half)
+                second = jax.random.randint(k_second, (batch_size,), half, length)
+            else:
+                values = jax.random.uniform(k_val, (batch_size, length), minval=-1.0, maxval=1.0)
+                first = jax.random.randint(k_first, (batch_size,), 0, 10)
+                # second uniform over [0, half - 1) without `first`: draw from half - 2 slots and skip `first`.
+                second = jax.random.randint(k_second, (batch_size,), 0, half - 2)
+                second = second + (second >= first)
         else:
-            values = jax.random.uniform(k_val, (batch_size, length), minval=-1.0, maxval=1.0)
-            first = jax.random.randint(k_first, (batch_size,), 0, 10)
-            # second uniform over [0, half - 1) without `first`: draw from half - 2 slots and skip `first`.
-            second = jax.random.randint(k_second, (batch_size,), 0, half - 2)
-            second = second + (second >= first)
+            k_lag, k_val, k_first, k_second = jax.random.split(key, 4)
+            lags = jax.random.randint(k_lag, (batch_size,), self.min_lag, length + 1)
+            offset = length - lags
+            half = lags // 2
+            if self.variant == "arjovsky":
+                values = jax.random.uniform(k_val, (batch_size, length))
+                first = jax.random.randint(k_first, (batch_size,), 0, half)
+                second = jax.random.randint(k_second, (batch_size,), half, lags)
+            else:
+                values = jax.random.uniform(k_val, (batch_size, length), minval=-1.0, maxval=1.0)
+                first = jax.random.randint(k_first, (batch_size,), 0, 10)
+                second = jax.random.randint(k_second, (batch_size,), 0, half - 2)
+                second = second + (second >= first)
+            first, second = first + offset, second + offset
+            values = jnp.where(jnp.arange(length)[None, :] >= offset[:, None], values, 0.0)
         steps = jnp.arange(length)
         markers = (steps[None, :] == first[:, None]) | (steps[None, :] == second[:, None])
         inputs = jnp.stack([values, markers.astype(values.dtype)], axis=-1)
@@ -85,7 +141,7 @@ class Adding(RegressionTask):
         target = total if self.variant == "arjovsky" else 0.5 + total / 4.0
         targets = jnp.zeros((batch_size, length, 1), values.dtype).at[:, -1, 0].set(target)
         mask = jnp.zeros((batch_size, length), values.dtype).at[:, -1].set(1.0)
-        return Batch(inputs, targets, mask)
+        return Batch(inputs, targets, mask), lags
 
     def solved(self, metrics) -> bool:
         if self.variant == "arjovsky":
