@@ -1,0 +1,112 @@
+"""``lrd bench``: a tiny end-to-end run (2 mixers, T=16) writes well-formed JSON and CSV; bad input fails early."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import math
+
+import pytest
+
+from lrd.bench import COLUMNS, BenchSettings, mixer_variants, write_results
+from lrd.cli import main
+from lrd.scan import SCAN_MODES
+
+
+@pytest.fixture(scope="module")
+def bench_run(tmp_path_factory):
+    """One tiny ``lrd bench`` through the CLI: rnn and gru, T=16, peer rnn; returns (stdout, JSON path)."""
+    out = tmp_path_factory.mktemp("bench") / "bench.json"
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        status = main(
+            [
+                "bench",
+                "--models",
+                "rnn,gru",
+                "--seq-len",
+                "16",
+                "--d-model",
+                "4",
+                "--batch-size",
+                "2",
+                "--steps",
+                "2",
+                "--warmup",
+                "1",
+                "--peer",
+                "rnn",
+                "--out",
+                str(out),
+            ]
+        )
+    assert status == 0
+    return stdout.getvalue(), out
+
+
+def test_json_is_well_formed(bench_run):
+    _, path = bench_run
+    result = json.loads(path.read_text())
+    assert result["settings"]["seq_len"] == 16 and result["settings"]["d_model"] == 4
+    assert {"device", "jax", "flax"} <= set(result["environment"])
+    rows = result["rows"]
+    assert [row["mixer"] for row in rows] == ["rnn", "gru"]
+    for row in rows:
+        assert set(COLUMNS) <= set(row)
+        assert row["error"] is None
+        assert row["params"] > 0
+        assert row["steps_per_s"] > 0 and row["fwd_bwd_ms"] > 0 and row["compile_s"] > 0
+    # Bare models with d_model=4 on adding (2 inputs, 1 output): Elman W, U, b and GRU W, U, two biases.
+    assert rows[0]["params"] == 4 * (2 + 4 + 1) + (4 + 1)
+    assert rows[1]["params"] == 3 * 4 * (2 + 4 + 2) + (4 + 1)
+    assert rows[0]["vs_peer"] == 1.0
+    assert math.isclose(rows[1]["vs_peer"], rows[1]["fwd_bwd_ms"] / rows[0]["fwd_bwd_ms"])
+
+
+def test_table_is_printed_with_device_and_versions(bench_run):
+    stdout, path = bench_run
+    assert "device=" in stdout and "jax=" in stdout and "flax=" in stdout
+    lines = stdout.splitlines()
+    assert any(line.startswith("rnn ") for line in lines) and any(line.startswith("gru ") for line in lines)
+    assert f"wrote {path}" in stdout
+
+
+def test_csv_is_well_formed(bench_run, tmp_path):
+    _, path = bench_run
+    result = json.loads(path.read_text())
+    csv_path = tmp_path / "bench.csv"
+    write_results(result, str(csv_path))
+    with open(csv_path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2
+    assert list(rows[0])[: len(COLUMNS)] == list(COLUMNS)
+    assert rows[0]["device"] == result["environment"]["device"]
+    assert float(rows[1]["steps_per_s"]) > 0 and int(rows[1]["params"]) == result["rows"][1]["params"]
+
+
+def test_variants_cover_scan_modes_and_forms():
+    assert mixer_variants("lstm") == [{}]
+    variants = mixer_variants("linear_attention")
+    assert {"form": "parallel"} in variants and {"form": "chunked"} in variants
+    assert [v["scan_mode"] for v in variants if v.get("form") == "recurrent"] == list(SCAN_MODES)
+
+
+@pytest.mark.parametrize(
+    "args,expected",
+    [
+        (["--models", "lstm,nosuchcell"], "nosuchcell"),
+        (["--models", "lstm", "--seq-len", "0"], "seq_len"),
+        (["--models", "lstm", "--out", "table.txt"], "--out"),
+        (["--models", "lstm", "--peer", "nosuchpeer"], "nosuchpeer"),
+    ],
+)
+def test_bad_input_exits_2_before_compute(args, expected, capsys):
+    assert main(["bench", *args]) == 2
+    assert expected in capsys.readouterr().err
+
+
+def test_settings_validation_names_the_field():
+    with pytest.raises(ValueError, match="batch_size"):
+        BenchSettings(batch_size=0)
