@@ -30,6 +30,8 @@ from lrd.registry import build_mixer, mixer_names
 BATCH, NUM_STEPS, D_IN, HIDDEN = 2, 12, 3, 8
 PERTURBED_STEPS = (3, 7, 11)
 MIXERS = mixer_names()
+# One group per mixer: with `pytest -n N --dist loadgroup` a mixer's tests share one worker and one compile.
+MIXER_PARAMS = [pytest.param(name, marks=pytest.mark.xdist_group(f"mixer-{name}")) for name in MIXERS]
 
 
 class _Case:
@@ -97,7 +99,7 @@ def test_registry_is_not_empty():
     assert {"lstm", "attention", "linear_attention"} <= set(MIXERS)
 
 
-@pytest.mark.parametrize("name", MIXERS)
+@pytest.mark.parametrize("name", MIXER_PARAMS)
 def test_output_shape_dtype_and_finite(name):
     # Given d_in != hidden_size, When applied, Then the output is float32[batch, time, hidden_size], finite.
     y = _case(name).y
@@ -106,7 +108,7 @@ def test_output_shape_dtype_and_finite(name):
     _assert_finite(y, f"{name} output")
 
 
-@pytest.mark.parametrize("name", MIXERS)
+@pytest.mark.parametrize("name", MIXER_PARAMS)
 def test_causal(name):
     # Given x and x with step t changed, Then outputs before t are unchanged (up to float32 reassociation:
     # 1e-6 absolute, while the perturbation is O(1)), and the outputs from t on do change for some t.
@@ -124,7 +126,7 @@ def test_causal(name):
     assert max(changed_after) > 1e-4, f"{name}: the output does not depend on the input"
 
 
-@pytest.mark.parametrize("name", MIXERS)
+@pytest.mark.parametrize("name", MIXER_PARAMS)
 def test_gradients_finite_and_nonzero(name):
     case = _case(name)
     param_grads, input_grad, _ = case.grads
@@ -135,7 +137,7 @@ def test_gradients_finite_and_nonzero(name):
     assert _norm(input_grad) > 0, f"{name}: the input gradient is zero"
 
 
-@pytest.mark.parametrize("name", MIXERS)
+@pytest.mark.parametrize("name", MIXER_PARAMS)
 def test_jit_matches_eager(name):
     # XLA may fuse and reorder float32 arithmetic under jit, hence a tolerance of a few ulps, not equality.
     case = _case(name)
@@ -143,7 +145,7 @@ def test_jit_matches_eager(name):
     np.testing.assert_allclose(case.y, eager, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("name", MIXERS)
+@pytest.mark.parametrize("name", MIXER_PARAMS)
 def test_probe_gradient(name):
     # Given the "probes" collection a mixer creates on request, Then d loss / d probe is finite, has a leading
     # time axis (one entry per step) and is not all zero.
