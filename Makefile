@@ -19,7 +19,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check lrd tests experiments notebooks
 	$(BIN)/ruff format --check lrd tests experiments notebooks
-	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --durations=15
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadgroup --durations=20
 
 lint: $(STAMP)
 	$(BIN)/ruff check lrd tests experiments notebooks
