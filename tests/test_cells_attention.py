@@ -9,6 +9,7 @@ import pytest
 
 from lrd.cells.attention import (
     LINEAR_FORMS,
+    causal_softmax_attention,
     elu_feature_map,
     linear_attention_chunked,
     linear_attention_parallel,
@@ -81,6 +82,33 @@ def test_softmax_attention_matches_reference(positions):
         rtol=1e-5,
         atol=1e-5,
     )
+
+
+def test_softmax_attention_probe_is_key_value_gradient():
+    # The probe of softmax attention is added to (k_t, v_t), so its gradient is dL/dk_t, dL/dv_t, computed here
+    # directly through the pure functions.
+    x = _x(6)
+    model = build_mixer("attention", HIDDEN, num_heads=HEADS)
+    params = model.init(jax.random.PRNGKey(1), x)["params"]
+    probes = model.apply({"params": params}, x, mutable=["probes"])[1]["probes"]
+    weights = jax.random.normal(jax.random.PRNGKey(3), (BATCH, 6, HIDDEN))
+    probe_grad = jax.grad(lambda pr: jnp.sum(model.apply({"params": params, "probes": pr}, x) * weights))(
+        probes
+    )
+
+    q = rotary_embedding(jnp.einsum("btd,dhk->bthk", x, params["query_kernel"]))
+    k = rotary_embedding(jnp.einsum("btd,dhk->bthk", x, params["key_kernel"]))
+    v = jnp.einsum("btd,dhk->bthk", x, params["value_kernel"])
+
+    def loss(k, v):
+        y = jnp.einsum("bthk,hko->bto", causal_softmax_attention(q, k, v), params["output_kernel"])
+        return jnp.sum((y + params["output_bias"]) * weights)
+
+    dk, dv = jax.grad(loss, argnums=(0, 1))(k, v)
+    key_grad, value_grad = probe_grad["state"]
+    assert key_grad.shape == (6, BATCH, HEADS, HIDDEN // HEADS)  # time-major, like every probe
+    np.testing.assert_allclose(key_grad, jnp.swapaxes(dk, 0, 1), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(value_grad, jnp.swapaxes(dv, 0, 1), rtol=1e-5, atol=1e-6)
 
 
 def test_rotary_matches_complex_rotation_and_is_relative():

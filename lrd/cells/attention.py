@@ -26,8 +26,9 @@ queries, keys and values are projected from ``x`` (``heads x head_dim``, ``head_
 num_heads``), heads are concatenated and projected to ``hidden_size``.
 
 Gradient probe (see :mod:`lrd.scan`): softmax attention has no recurrent state; its memory of step ``t`` is
-the key/value pair ``(k_t, v_t)`` that every later query reads, so the probe is added to ``k_t`` and ``v_t``
-and its gradient is ``dL/d(k_t, v_t)``. Linear attention probes its state ``(S_t, z_t)`` in every form
+the key/value pair ``(k_t, v_t)`` that every later query reads, so the probe is the pair of
+``[time, batch, heads, head_dim]`` arrays added to ``k_t`` (after positions) and ``v_t``, and its gradient is
+``dL/d(k_t, v_t)``. Linear attention probes its state ``(S_t, z_t)`` in every form
 (``[time, batch, heads * (head_dim^2 + head_dim)]``, the flattened layout of the recurrent form), so the probe
 gradients of the three forms are equal.
 """
@@ -312,7 +313,8 @@ class Attention(_MultiHeadProjections):
         elif self.positions == "sinusoidal":
             table = sinusoidal_table(x.shape[1], q.shape[-1], self.position_base)[None, :, None, :]
             q, k = q + table, k + table
-        probe = probe_variable(self, (k[:, 0], v[:, 0]), x.shape[1], name="key_value")
+        # The "state" softmax attention keeps of step t is its key/value pair (the KV cache): probe that.
+        probe = probe_variable(self, (k[:, 0], v[:, 0]), x.shape[1])
         if probe is not None:
             k = k + to_batch_major(probe[0])
             v = v + to_batch_major(probe[1])
