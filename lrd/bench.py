@@ -92,8 +92,9 @@ def mixer_variants(name: str) -> list[dict[str, Any]]:
     """The option sets benchmarked side by side for mixer ``name``.
 
     * A mixer with a ``scan_mode`` field runs once per :data:`lrd.scan.SCAN_MODES`.
-    * A mixer with a ``form`` field and a class attribute ``FORMS`` runs once per form; if it names
-      ``SCAN_FORM`` (the form whose cost depends on the scan mode), that form runs once per scan mode.
+    * A mixer with a class attribute ``FORMS`` (values of its field ``FORM_FIELD``, default ``"form"``) runs
+      once per form; if it names ``SCAN_FORM`` (the form whose cost depends on the scan mode), that form runs
+      once per scan mode.
     * Anything else runs once with its registered defaults (``{}``).
     """
     from lrd.registry import get_mixer
@@ -102,15 +103,16 @@ def mixer_variants(name: str) -> list[dict[str, Any]]:
     cls = get_mixer(name).cls
     fields = {f.name for f in dataclasses.fields(cls)}
     has_scan = "scan_mode" in fields
-    forms = tuple(getattr(cls, "FORMS", ())) if "form" in fields else ()
+    form_field = getattr(cls, "FORM_FIELD", "form")
+    forms = tuple(getattr(cls, "FORMS", ())) if form_field in fields else ()
     if forms:
         scan_form = getattr(cls, "SCAN_FORM", None)
         variants: list[dict[str, Any]] = []
         for form in forms:
             if has_scan and form == scan_form:
-                variants.extend({"form": form, "scan_mode": mode} for mode in SCAN_MODES)
+                variants.extend({form_field: form, "scan_mode": mode} for mode in SCAN_MODES)
             else:
-                variants.append({"form": form})
+                variants.append({form_field: form})
         return variants
     if has_scan:
         return [{"scan_mode": mode} for mode in SCAN_MODES]

@@ -91,6 +91,7 @@ def test_variants_cover_scan_modes_and_forms():
     variants = mixer_variants("linear_attention")
     assert {"form": "parallel"} in variants and {"form": "chunked"} in variants
     assert [v["scan_mode"] for v in variants if v.get("form") == "recurrent"] == list(SCAN_MODES)
+    assert mixer_variants("attention") == [{"implementation": "jax"}, {"implementation": "einsum"}]
 
 
 @pytest.mark.parametrize(

@@ -68,11 +68,16 @@ def _softmax_attention_reference(p: dict[str, np.ndarray], x: np.ndarray, positi
     return np.einsum("bthk,hko->bto", y, p["output_kernel"]) + p["output_bias"]
 
 
-@pytest.mark.parametrize("positions", ["rotary", "sinusoidal", "none"])
-def test_softmax_attention_matches_reference(positions):
+@pytest.mark.parametrize(
+    "positions,implementation",
+    [("rotary", "jax"), ("sinusoidal", "jax"), ("none", "jax"), ("rotary", "einsum")],
+)
+def test_softmax_attention_matches_reference(positions, implementation):
     # Given multi-head attention, When applied, Then it equals the float64 loop over heads and queries.
     x = _x(7)
-    model = build_mixer("attention", HIDDEN, num_heads=HEADS, positions=positions)
+    model = build_mixer(
+        "attention", HIDDEN, num_heads=HEADS, positions=positions, implementation=implementation
+    )
     params = model.init(jax.random.PRNGKey(1), x)["params"]
     y = model.apply({"params": params}, x)
     assert y.shape == (BATCH, 7, HIDDEN) and y.dtype == jnp.float32
@@ -261,6 +266,7 @@ def test_linear_attention_probe_equals_state_gradient():
         ("linear_attention", {"form": "fft"}, "form"),
         ("linear_attention", {"scan_mode": "kernel"}, "scan_mode"),
         ("attention", {"num_heads": 3}, "num_heads"),
+        ("attention", {"implementation": "flash"}, "implementation"),
     ],
 )
 def test_bad_options_name_the_field(name, options, field):
