@@ -134,12 +134,12 @@ def extrapolation_eval(
         if getattr(task, "min_lag", None) is not None:
             changes["min_lag"] = task.min_lag * factor
         scaled = dataclasses.replace(task, **changes)
-        batch = scaled.sample(jax.random.fold_in(key, factor), batch_size)
+        batch = jax.jit(scaled.sample, static_argnums=1)(jax.random.fold_in(key, factor), batch_size)
         step = chunk_size or batch_size
         outputs = jnp.concatenate(
             [apply(params, batch.inputs[i : i + step]) for i in range(0, batch_size, step)], axis=0
         )
-        metrics = {k: float(np.asarray(v)) for k, v in scaled.metrics(outputs, batch).items()}
+        metrics = {k: float(np.asarray(v)) for k, v in jax.jit(scaled.metrics)(outputs, batch).items()}
         results[factor] = {
             "lag": scaled.lag,
             "seq_len": scaled.seq_len,
