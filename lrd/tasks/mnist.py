@@ -110,7 +110,9 @@ def load_split(split: str, data_dir: str | None = None) -> tuple[np.ndarray, np.
 @functools.cache
 def _device_split(split: str, data_dir: str | None) -> tuple[jax.Array, jax.Array]:
     images, labels = load_split(split, data_dir)
-    return jnp.asarray(images), jnp.asarray(labels)
+    # Concrete device arrays even when first called while tracing (a cached tracer would leak into later calls).
+    with jax.ensure_compile_time_eval():
+        return jnp.asarray(images), jnp.asarray(labels)
 
 
 def clear_cache() -> None:
