@@ -180,7 +180,8 @@ class LrdEval(tfds.core.GeneratorBasedBuilder):
 
     def _generate_examples(self):
         config: EvalSetConfig = self.builder_config
-        batch = config.task().sample(jax.random.PRNGKey(config.seed), config.num_examples)
+        sample = jax.jit(config.task().sample, static_argnums=1)
+        batch = sample(jax.random.PRNGKey(config.seed), config.num_examples)
         inputs, targets, mask = (np.asarray(x) for x in batch)
         for i in range(config.num_examples):
             yield i, {"inputs": inputs[i], "targets": targets[i], "mask": mask[i], "index": i}
