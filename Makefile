@@ -17,16 +17,16 @@ demo: $(STAMP)
 	$(BIN)/python -m lrd.demo --out demo_results.jsonl
 
 test: $(STAMP)
-	$(BIN)/ruff check lrd tests experiments notebooks
-	$(BIN)/ruff format --check lrd tests experiments notebooks
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadgroup --durations=20
 
 lint: $(STAMP)
-	$(BIN)/ruff check lrd tests experiments notebooks
+	$(BIN)/ruff check .
 
 format: $(STAMP)
-	$(BIN)/ruff format lrd tests experiments notebooks
-	$(BIN)/ruff check --fix lrd tests experiments notebooks
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info demo_results.jsonl
