@@ -21,7 +21,9 @@ class UsageError(ValueError):
 def _add_train_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="lstm", help="mixer name or '+'-joined pattern (see `lrd list`)")
     parser.add_argument("--task", default="adding", help="task name (see `lrd list`)")
-    parser.add_argument("--lag", type=int, default=100, help="time lag / sequence length parameter of the task")
+    parser.add_argument(
+        "--lag", type=int, default=100, help="time lag / sequence length parameter of the task"
+    )
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--learning-rate", type=float, default=1e-3)

@@ -80,7 +80,9 @@ class TrainSettings:
 
 def make_optimizer(learning_rate: float, clip_norm: float = 1.0, weight_decay: float = 0.0):
     """Adam (AdamW when ``weight_decay > 0``) after clipping the gradient to global norm ``clip_norm``."""
-    adam = optax.adamw(learning_rate, weight_decay=weight_decay) if weight_decay else optax.adam(learning_rate)
+    adam = (
+        optax.adamw(learning_rate, weight_decay=weight_decay) if weight_decay else optax.adam(learning_rate)
+    )
     return optax.chain(optax.clip_by_global_norm(clip_norm), adam)
 
 
@@ -135,7 +137,7 @@ def apply_batch(
 
     metrics = task.metrics(jax.lax.stop_gradient(outputs), batch)
     metrics["loss"] = loss
-    metrics["grad_norm"] = optax.global_norm(grads)
+    metrics["grad_norm"] = optax.tree.norm(grads)
     metrics["finite"] = finite.astype(jnp.float32)
     new_state = TrainState(
         step=state.step + 1,
