@@ -130,6 +130,8 @@ def test_one_lstm_training_step_through_lrd_train(mock_mnist):
 
 def test_missing_data_says_how_to_get_it(tmp_path):
     mnist.clear_cache()
+    with pytest.raises(FileNotFoundError, match="tfds build mnist"):
+        SequentialMnist(data_dir=str(tmp_path)).prepare()
     with pytest.raises(FileNotFoundError) as info:
         SequentialMnist(data_dir=str(tmp_path)).sample(jax.random.PRNGKey(0), 2)
     message = str(info.value)
