@@ -16,8 +16,8 @@ With ``T = lag`` and ``L = num_tokens`` a sequence has ``T + 1 + L`` steps:
 Only the ``L`` recall steps are scored (``mask``), as in the Mamba and Zoology setups. The input-blind baseline
 guesses uniformly among the symbols at each recall step: chance cross-entropy ``log(num_symbols)``. Solved when
 held-out per-token accuracy on the recall steps reaches ``accuracy_threshold`` (0.99). A symbol at data position
-``p`` must be held ``T + 1 + k - p`` steps when recalled as the ``k``-th output (between ``L + 1`` and
-``T + L``). Mamba's appendix E.1 setting: sequences of 4096 steps, a vocabulary of 16 tokens including the noise
+``p`` that is recalled as the ``k``-th output (step ``T + k``) is held ``T + k - p`` steps, between ``L + 1``
+and ``T + 1``. Mamba's appendix E.1 setting: sequences of 4096 steps, a vocabulary of 16 tokens including the noise
 token, 16 tokens to memorise (here ``lag=4079, num_tokens=16, num_symbols=14``).
 """
 
