@@ -22,7 +22,14 @@ def _add_train_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="lstm", help="mixer name or '+'-joined pattern (see `lrd list`)")
     parser.add_argument("--task", default="adding", help="task name (see `lrd list`)")
     parser.add_argument(
-        "--lag", type=int, default=100, help="time lag / sequence length parameter of the task"
+        "--lag", type=int, default=None, help="time lag / sequence length of the task (default: the task's)"
+    )
+    parser.add_argument(
+        "--task-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra task option, repeatable (e.g. --task-option min_lag=10); VALUE is parsed as JSON if it can be",
     )
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--batch-size", type=int, default=64)
@@ -49,8 +56,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise UsageError(f"--lag must be a positive int, got {args.lag}")
     if args.truncation is not None and args.truncation < 1:
         raise UsageError(f"--truncation must be a positive int, got {args.truncation}")
+    task_options = parse_task_options(args.task_option)
+    if args.lag is not None:
+        task_options["lag"] = args.lag
     try:
-        task = build_task(args.task, lag=args.lag)
+        task = build_task(args.task, **task_options)
+        prepare = getattr(task, "prepare", None)
+        if callable(prepare):
+            prepare()  # e.g. MNIST: fail now, with instructions, if the data is missing
         scan_options = {"truncation": args.truncation} if args.truncation else {}
         model = build_model(
             args.model,
@@ -70,15 +83,29 @@ def cmd_train(args: argparse.Namespace) -> int:
             eval_every=min(args.eval_every, args.steps) if args.steps > 0 else args.eval_every,
             early_stop=not args.no_early_stop,
         )
-    except ValueError as err:
+    except (ValueError, FileNotFoundError) as err:
         raise UsageError(str(err)) from None
-    _, summary = train(model, task, settings, description=f"{args.model} {args.task} lag={args.lag}")
+    _, summary = train(model, task, settings, description=f"{args.model} {args.task} lag={task.seq_len}")
     summary["model"] = args.model
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
         print(format_summary(summary))
     return 0
+
+
+def parse_task_options(items: Sequence[str]) -> dict:
+    """``["min_lag=10", "variant=hochreiter"]`` -> ``{"min_lag": 10, "variant": "hochreiter"}``."""
+    options = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--task-option must look like KEY=VALUE, got {item!r}")
+        try:
+            options[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            options[key] = raw
+    return options
 
 
 def format_summary(summary: dict) -> str:

@@ -163,7 +163,14 @@ def eval_step(params: Any, batch: Batch, *, model: nn.Module, task: Task) -> dic
 
 
 def held_out_batch(task: Task, batch_size: int, eval_seed: int) -> Batch:
-    """The fixed evaluation batch: the same for every seed, every run and every resume."""
+    """The fixed evaluation batch: the same for every seed, every run and every resume.
+
+    A task with its own held-out data (e.g. MNIST's test split) provides ``held_out_batch``; synthetic tasks draw
+    it from their generator with the fixed ``eval_seed``.
+    """
+    own = getattr(task, "held_out_batch", None)
+    if callable(own):
+        return own(batch_size, eval_seed)
     return task.sample(jax.random.PRNGKey(eval_seed), batch_size)
 
 

@@ -65,3 +65,32 @@ def test_bad_input_exits_nonzero_with_a_clear_message(args, expected):
     assert result.returncode != 0
     assert expected in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_task_options_reach_the_task(capsys):
+    code = main(
+        ["train", "--task", "adding", "--lag", "12", "--task-option", "variant=hochreiter", "--steps", "2"]
+        + ["--eval-every", "2", "--hidden-size", "4", "--batch-size", "2", "--json"]
+    )
+    assert code == 0
+    out = capsys.readouterr().out
+    assert json.loads(out[out.index("{") :])["task"]["variant"] == "hochreiter"
+
+
+@pytest.mark.parametrize(
+    "args,expected",
+    [
+        (["--task-option", "nonsense"], "KEY=VALUE"),
+        (["--task-option", "colour=3"], "no option(s) ['colour']"),
+    ],
+)
+def test_bad_task_options_exit_nonzero(args, expected):
+    result = _run_cli("train", *args)
+    assert result.returncode == 2 and expected in result.stderr and "Traceback" not in result.stderr
+
+
+def test_missing_mnist_data_is_a_clear_error(tmp_path):
+    env_dir = str(tmp_path / "no_data_here")
+    result = _run_cli("train", "--task", "smnist", "--task-option", f"data_dir={json.dumps(env_dir)}")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "mnist" in result.stderr.lower()
