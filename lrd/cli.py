@@ -1,5 +1,7 @@
 """The ``lrd`` command line: ``lrd train | list`` (more subcommands register themselves in ``COMMANDS``).
 
+Commands that take a config (``lrd run``, ``lrd lag-search``) also accept ``--section.field VALUE`` overrides.
+
 Every subcommand validates its arguments before any compute; a bad value exits with status 2 and a message that
 names the field and the allowed values.
 """
@@ -176,7 +178,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``lrd`` console script."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "accepts_overrides", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.overrides = extra
     try:
         return int(args.run(args) or 0)
     except UsageError as err:

@@ -1,0 +1,569 @@
+"""Typed, validated experiment configs: frozen dataclasses, Python config files, dotted command-line overrides.
+
+An :class:`ExperimentConfig` has five sections, each a frozen dataclass validated in ``__post_init__``:
+
+* ``model``  (:class:`ModelConfig`): mixer name or ``+``-pattern, sizes, mode, truncation, per-mixer options;
+* ``task``   (:class:`TaskConfig`): task name, lag, task options;
+* ``optim``  (:class:`OptimConfig`): optimizer, learning rate, clipping, batch size;
+* ``run``    (:class:`RunConfig`): workdir, steps, seeds, evaluation and checkpoint cadence, fault limits;
+* ``search`` (:class:`SearchConfig`): the max-lag search protocol (used by ``lrd lag-search`` only).
+
+Every bad value fails at construction, before any compute, with a :class:`ConfigError` (a ``ValueError``) whose
+message names the field (``model.hidden_size``) and, for names, the allowed values.
+
+Config files live in ``experiments/configs/*.py`` and define ``get_config() -> ExperimentConfig``
+(:func:`load_config`). Overrides are ``section.field=value`` strings (:func:`apply_overrides`); values are parsed
+according to the field's type, and ``task.options.min_lag=10`` sets one entry of a mapping field.
+A config round-trips through JSON (:meth:`ExperimentConfig.to_dict` / :meth:`ExperimentConfig.from_dict`), which
+is what a run writes to ``workdir/config.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import math
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "ConfigError",
+    "ModelConfig",
+    "TaskConfig",
+    "OptimConfig",
+    "RunConfig",
+    "SearchConfig",
+    "ExperimentConfig",
+    "OPTIMIZERS",
+    "load_config",
+    "apply_overrides",
+    "parse_override_args",
+    "config_diff",
+]
+
+OPTIMIZERS = ("adam", "adamw")
+
+
+class ConfigError(ValueError):
+    """An invalid config value; the message names the field (``section.field``)."""
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Field checks shared by the sections.
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _positive_int(field: str, value: Any) -> None:
+    if not _is_int(value) or value < 1:
+        raise ConfigError(f"{field} must be a positive int, got {value!r}")
+
+
+def _non_negative_int(field: str, value: Any) -> None:
+    if not _is_int(value) or value < 0:
+        raise ConfigError(f"{field} must be an int >= 0, got {value!r}")
+
+
+def _positive_float(field: str, value: Any) -> None:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise ConfigError(f"{field} must be a finite number > 0, got {value!r}")
+
+
+def _choice(field: str, value: Any, allowed: Sequence[str]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{field}={value!r} is unknown; allowed values: {', '.join(allowed)}")
+
+
+def _bool(field: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{field} must be true or false, got {value!r}")
+
+
+def _mapping(field: str, value: Any) -> None:
+    if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
+        raise ConfigError(f"{field} must be a mapping with string keys, got {value!r}")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Sections.
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """The network: ``name`` is a mixer (``lrd list``) or a ``+``-joined pattern such as ``"lstm+attention"``.
+
+    ``options`` maps a mixer name to options of that mixer, e.g. ``{"rnn": {"spectral_radius": 0.9}}``.
+    ``truncation`` (truncated BPTT) and ``scan_mode`` are forwarded to every mixer that has the field.
+    """
+
+    name: str = "lstm"
+    hidden_size: int = 64
+    num_layers: int = 1
+    mode: str = "bare"
+    norm: str = "layernorm"
+    mlp_ratio: int = 4
+    truncation: int | None = None
+    scan_mode: str | None = None
+    options: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
+
+    @property
+    def mixers(self) -> tuple[str, ...]:
+        return tuple(m.strip() for m in self.name.split("+"))
+
+    def __post_init__(self) -> None:
+        from lrd.models import MODES, NORMS
+        from lrd.registry import get_mixer, mixer_names
+        from lrd.scan import SCAN_MODES
+
+        if not isinstance(self.name, str) or not self.name:
+            raise ConfigError(f"model.name must be a mixer name, got {self.name!r}")
+        allowed = mixer_names()
+        for mixer in self.mixers:
+            _choice("model.name", mixer, allowed)
+        _positive_int("model.hidden_size", self.hidden_size)
+        _positive_int("model.num_layers", self.num_layers)
+        _choice("model.mode", self.mode, MODES)
+        _choice("model.norm", self.norm, NORMS)
+        _non_negative_int("model.mlp_ratio", self.mlp_ratio)
+        if self.truncation is not None:
+            _positive_int("model.truncation", self.truncation)
+        if self.scan_mode is not None:
+            _choice("model.scan_mode", self.scan_mode, SCAN_MODES)
+        _mapping("model.options", self.options)
+        for mixer, options in self.options.items():
+            if mixer not in self.mixers:
+                raise ConfigError(
+                    f"model.options names mixer {mixer!r}, which is not in model.name={self.name!r}; "
+                    f"allowed values: {', '.join(self.mixers)}"
+                )
+            _mapping(f"model.options.{mixer}", options)
+            fields = {f.name for f in dataclasses.fields(get_mixer(mixer).cls)} - {
+                "parent",
+                "name",
+                "hidden_size",
+            }
+            for key in options:
+                _choice(f"model.options.{mixer} key", key, sorted(fields))
+
+    def build(self, task: Any):
+        """The :class:`lrd.models.SequenceModel` for ``task``."""
+        from lrd.models import build_model
+
+        scan_options: dict[str, Any] = {}
+        if self.truncation is not None:
+            scan_options["truncation"] = self.truncation
+        if self.scan_mode is not None:
+            scan_options["scan_mode"] = self.scan_mode
+        return build_model(
+            self.mixers,
+            task,
+            hidden_size=self.hidden_size,
+            mode=self.mode,
+            num_layers=self.num_layers,
+            mixer_options={k: dict(v) for k, v in self.options.items()},
+            scan_options=scan_options,
+            norm=self.norm,
+            mlp_ratio=self.mlp_ratio,
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskConfig:
+    """The task: ``name`` (``lrd list``), ``lag`` (its time lag / length; ``None`` = the task's default), options."""
+
+    name: str = "adding"
+    lag: int | None = None
+    options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        from lrd.registry import task_names
+
+        _choice("task.name", self.name, task_names())
+        if self.lag is not None:
+            _positive_int("task.lag", self.lag)
+        _mapping("task.options", self.options)
+        if "lag" in self.options:
+            raise ConfigError("task.options must not set 'lag'; use task.lag")
+        self.build()  # the task validates its own options (e.g. min_lag <= lag)
+
+    def build(self):
+        """The :class:`lrd.tasks.base.Task` instance."""
+        from lrd.registry import build_task
+
+        options = dict(self.options)
+        if self.lag is not None:
+            options["lag"] = self.lag
+        try:
+            return build_task(self.name, **options)
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"task ({self.name}): {err}") from None
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimConfig:
+    """Adam or AdamW after global-norm clipping; ``batch_size`` sequences per step and seed."""
+
+    name: str = "adam"
+    learning_rate: float = 1e-3
+    clip_norm: float = 1.0
+    weight_decay: float = 0.0
+    batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        _choice("optim.name", self.name, OPTIMIZERS)
+        _positive_float("optim.learning_rate", self.learning_rate)
+        _positive_float("optim.clip_norm", self.clip_norm)
+        if isinstance(self.weight_decay, bool) or not isinstance(self.weight_decay, int | float):
+            raise ConfigError(f"optim.weight_decay must be a number >= 0, got {self.weight_decay!r}")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise ConfigError(f"optim.weight_decay must be a number >= 0, got {self.weight_decay!r}")
+        if self.weight_decay > 0 and self.name != "adamw":
+            raise ConfigError(
+                f"optim.weight_decay={self.weight_decay} needs optim.name='adamw' (got {self.name!r})"
+            )
+        _positive_int("optim.batch_size", self.batch_size)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """One run's bookkeeping. ``checkpoint_every`` must be a multiple of ``eval_every`` (checkpoints are taken
+    after evaluations). A run stops with a numerical-fault error when, in one evaluation interval, some seed had
+    more than ``max_skip_fraction`` of its steps skipped for a non-finite loss or gradient."""
+
+    workdir: str | None = None
+    steps: int = 2000
+    num_seeds: int = 1
+    seed: int = 0
+    eval_every: int = 100
+    eval_batch_size: int = 512
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 3
+    early_stop: bool = True
+    max_skip_fraction: float = 0.5
+    tensorboard: bool = True
+
+    def __post_init__(self) -> None:
+        if self.workdir is not None and (not isinstance(self.workdir, str) or not self.workdir):
+            raise ConfigError(f"run.workdir must be a non-empty path, got {self.workdir!r}")
+        for name in (
+            "steps",
+            "num_seeds",
+            "eval_every",
+            "eval_batch_size",
+            "checkpoint_every",
+            "keep_checkpoints",
+        ):
+            _positive_int(f"run.{name}", getattr(self, name))
+        _non_negative_int("run.seed", self.seed)
+        if self.eval_every > self.steps:
+            raise ConfigError(f"run.eval_every={self.eval_every} must be <= run.steps={self.steps}")
+        if self.checkpoint_every % self.eval_every:
+            raise ConfigError(
+                f"run.checkpoint_every={self.checkpoint_every} must be a multiple of run.eval_every="
+                f"{self.eval_every} (checkpoints are taken after evaluations)"
+            )
+        _bool("run.early_stop", self.early_stop)
+        _bool("run.tensorboard", self.tensorboard)
+        if (
+            isinstance(self.max_skip_fraction, bool)
+            or not isinstance(self.max_skip_fraction, int | float)
+            or not 0 < self.max_skip_fraction <= 1
+        ):
+            raise ConfigError(f"run.max_skip_fraction must be in (0, 1], got {self.max_skip_fraction!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchConfig:
+    """The max-learnable-lag protocol (:mod:`lrd.lag_search`).
+
+    Train every lag of the geometric ``sweep`` (ascending) with ``run.steps`` steps and ``run.num_seeds`` seeds,
+    until ``patience`` consecutive lags fail; then bisect between the largest learnable and the smallest failed
+    lag until they are within ``resolution`` (relative, at least 1 step). A lag is learnable when at least
+    ``solve_fraction`` of the seeds meet the task's ``solved`` criterion.
+    """
+
+    sweep: tuple[int, ...] = (10, 20, 50, 100, 200, 500, 1000)
+    solve_fraction: float = 0.5
+    resolution: float = 0.1
+    patience: int = 1
+    max_bisections: int = 6
+
+    def __post_init__(self) -> None:
+        if isinstance(self.sweep, list):
+            object.__setattr__(self, "sweep", tuple(self.sweep))
+        if not isinstance(self.sweep, tuple) or not self.sweep:
+            raise ConfigError(f"search.sweep must be a non-empty list of lags, got {self.sweep!r}")
+        for lag in self.sweep:
+            _positive_int("search.sweep entries", lag)
+        if list(self.sweep) != sorted(set(self.sweep)):
+            raise ConfigError(f"search.sweep must be strictly increasing, got {list(self.sweep)}")
+        if (
+            isinstance(self.solve_fraction, bool)
+            or not isinstance(self.solve_fraction, int | float)
+            or not 0 < self.solve_fraction <= 1
+        ):
+            raise ConfigError(f"search.solve_fraction must be in (0, 1], got {self.solve_fraction!r}")
+        _positive_float("search.resolution", self.resolution)
+        _positive_int("search.patience", self.patience)
+        _non_negative_int("search.max_bisections", self.max_bisections)
+
+
+SECTIONS: dict[str, type] = {
+    "model": ModelConfig,
+    "task": TaskConfig,
+    "optim": OptimConfig,
+    "run": RunConfig,
+    "search": SearchConfig,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentConfig:
+    """A whole experiment; cross-section checks (truncation vs. sequence length, seeds vs. solve fraction)."""
+
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    task: TaskConfig = dataclasses.field(default_factory=TaskConfig)
+    optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
+    run: RunConfig = dataclasses.field(default_factory=RunConfig)
+    search: SearchConfig = dataclasses.field(default_factory=SearchConfig)
+
+    def __post_init__(self) -> None:
+        for name, cls in SECTIONS.items():
+            if not isinstance(getattr(self, name), cls):
+                raise ConfigError(
+                    f"{name} must be a {cls.__name__}, got {type(getattr(self, name)).__name__}"
+                )
+        seq_len = self.task.build().seq_len
+        if self.model.truncation is not None and self.model.truncation > seq_len:
+            raise ConfigError(
+                f"model.truncation={self.model.truncation} exceeds the sequence length {seq_len} of "
+                f"task {self.task.name!r} (task.lag={self.task.lag}); use a truncation <= {seq_len} or none"
+            )
+
+    # -- serialisation ---------------------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict (tuples become lists, mappings become dicts)."""
+        return json.loads(json.dumps(dataclasses.asdict(self), default=_json_default))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ExperimentConfig:
+        """Strict inverse of :meth:`to_dict`: unknown sections or fields are errors naming them."""
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"a config must be a mapping of sections, got {type(data).__name__}")
+        unknown = sorted(set(data) - set(SECTIONS))
+        if unknown:
+            raise ConfigError(f"unknown config section(s) {unknown}; allowed values: {', '.join(SECTIONS)}")
+        sections = {}
+        for name, section_cls in SECTIONS.items():
+            values = data.get(name, {})
+            if not isinstance(values, Mapping):
+                raise ConfigError(f"config section {name!r} must be a mapping, got {values!r}")
+            fields = {f.name for f in dataclasses.fields(section_cls)}
+            bad = sorted(set(values) - fields)
+            if bad:
+                raise ConfigError(
+                    f"{name}.{bad[0]} is not a field; allowed values: {', '.join(sorted(fields))}"
+                )
+            sections[name] = section_cls(**{k: _from_json(section_cls, k, v) for k, v in values.items()})
+        return cls(**sections)
+
+    def replace(self, **changes: Any) -> ExperimentConfig:
+        """``config.replace(run={"steps": 10}, task={"lag": 50})``: a validated copy with fields changed."""
+        sections = {}
+        for name, fields in changes.items():
+            if name not in SECTIONS:
+                raise ConfigError(f"unknown config section {name!r}; allowed values: {', '.join(SECTIONS)}")
+            sections[name] = dataclasses.replace(getattr(self, name), **fields)
+        return dataclasses.replace(self, **sections)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return dict(value)
+    if isinstance(value, tuple):
+        return list(value)
+    raise TypeError(f"not JSON-serialisable: {value!r}")
+
+
+def _from_json(section_cls: type, name: str, value: Any) -> Any:
+    if section_cls is SearchConfig and name == "sweep" and isinstance(value, list):
+        return tuple(value)
+    return value
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Config files and overrides.
+
+
+def load_config(path: str | Path) -> ExperimentConfig:
+    """Import ``path`` (a ``.py`` file, or a preset name under ``experiments/configs``) and call ``get_config()``."""
+    path = Path(path)
+    if path.suffix != ".py" and not path.exists():
+        candidate = Path(__file__).resolve().parent.parent / "experiments" / "configs" / f"{path}.py"
+        path = candidate if candidate.exists() else path
+    if not path.is_file():
+        presets = sorted(
+            p.stem for p in (Path(__file__).resolve().parent.parent / "experiments" / "configs").glob("*.py")
+        )
+        raise ConfigError(
+            f"config file {str(path)!r} does not exist; allowed values: a .py file or a preset "
+            f"({', '.join(p for p in presets if not p.startswith('_')) or 'none found'})"
+        )
+    spec = importlib.util.spec_from_file_location(f"lrd_config_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    assert spec.loader is not None
+    spec.loader.exec_module(module)
+    get_config = getattr(module, "get_config", None)
+    if not callable(get_config):
+        raise ConfigError(f"config file {str(path)!r} must define get_config() -> ExperimentConfig")
+    config = get_config()
+    if not isinstance(config, ExperimentConfig):
+        raise ConfigError(
+            f"get_config() in {str(path)!r} returned {type(config).__name__}, not ExperimentConfig"
+        )
+    return config
+
+
+def _field_type(section_cls: type, name: str) -> Any:
+    return typing.get_type_hints(section_cls)[name]
+
+
+def _parse_value(key: str, raw: str, hint: Any) -> Any:
+    """Parse ``raw`` for a field annotated ``hint``; raise naming ``key`` when it does not fit."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if raw.lower() in ("none", "null") and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _parse_value(key, raw, inner)
+    if hint is bool:
+        if raw.lower() in ("true", "1", "yes"):
+            return True
+        if raw.lower() in ("false", "0", "no"):
+            return False
+        raise ConfigError(f"{key} must be true or false, got {raw!r}")
+    if hint is int:
+        try:
+            return int(raw)
+        except ValueError:
+            raise ConfigError(f"{key} must be an int, got {raw!r}") from None
+    if hint is float:
+        try:
+            return float(raw)
+        except ValueError:
+            raise ConfigError(f"{key} must be a number, got {raw!r}") from None
+    if hint is str:
+        return raw
+    if origin is tuple:  # tuple[int, ...]: "10,20,50" or a JSON list
+        text = raw.strip()
+        items = json.loads(text) if text.startswith("[") else [s for s in text.split(",") if s.strip()]
+        try:
+            return tuple(int(i) for i in items)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key} must be a comma-separated list of ints, got {raw!r}") from None
+    if origin in (Mapping, dict) or hint is dict:
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            raise ConfigError(f"{key} must be a JSON object, got {raw!r}") from None
+        return value
+    raise ConfigError(f"{key} cannot be set from the command line")
+
+
+def _json_or_str(raw: str) -> Any:
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        return raw
+
+
+def apply_overrides(config: ExperimentConfig, overrides: Sequence[str]) -> ExperimentConfig:
+    """Apply ``["model.hidden_size=128", "task.options.min_lag=10", ...]`` and re-validate.
+
+    ``section.field=value`` parses ``value`` by the field's type; ``section.mapping_field.key=value`` sets one
+    entry of a mapping (the value parsed as JSON when it can be, else kept as a string), and
+    ``model.options.MIXER.KEY=value`` one option of one mixer.
+    """
+    changes: dict[str, dict[str, Any]] = {}
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise ConfigError(f"override {item!r} must look like section.field=value")
+        parts = key.split(".")
+        if len(parts) < 2 or parts[0] not in SECTIONS:
+            raise ConfigError(
+                f"override key {key!r} must start with a section; allowed values: {', '.join(SECTIONS)}"
+            )
+        section, field = parts[0], parts[1]
+        section_cls = SECTIONS[section]
+        fields = {f.name for f in dataclasses.fields(section_cls)}
+        if field not in fields:
+            raise ConfigError(
+                f"{section}.{field} is not a field; allowed values: {', '.join(sorted(fields))}"
+            )
+        current = changes.setdefault(section, {})
+        hint = _field_type(section_cls, field)
+        if len(parts) == 2:
+            current[field] = _parse_value(key, raw, hint)
+            continue
+        if typing.get_origin(hint) is not Mapping:
+            raise ConfigError(f"{section}.{field} is not a mapping, so {key!r} cannot set an entry of it")
+        base = current.get(field, getattr(config, section).__getattribute__(field))
+        mapping = json.loads(json.dumps(base, default=_json_default))
+        target = mapping
+        for part in parts[2:-1]:
+            target = target.setdefault(part, {})
+            if not isinstance(target, dict):
+                raise ConfigError(f"{key}: {part!r} is not a mapping")
+        target[parts[-1]] = _json_or_str(raw)
+        current[field] = mapping
+    return config.replace(**changes)
+
+
+def parse_override_args(argv: Sequence[str]) -> list[str]:
+    """Command-line ``--model.hidden_size 128`` / ``--model.hidden_size=128`` -> ``["model.hidden_size=128"]``."""
+    overrides = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if not arg.startswith("--") or "." not in arg.split("=", 1)[0]:
+            raise ConfigError(
+                f"unrecognised argument {arg!r}; overrides look like --section.field VALUE with section one of "
+                f"{', '.join(SECTIONS)}"
+            )
+        body = arg[2:]
+        if "=" in body:
+            overrides.append(body)
+            i += 1
+        elif i + 1 < len(argv):
+            overrides.append(f"{body}={argv[i + 1]}")
+            i += 2
+        else:
+            raise ConfigError(f"override {arg!r} needs a value")
+    return overrides
+
+
+def config_diff(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """``["model.hidden_size: 64 -> 128", ...]``: the leaves that differ between two config dicts."""
+    diffs = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key, "<absent>"), new.get(key, "<absent>")
+        name = f"{prefix}{key}"
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            diffs.extend(config_diff(a, b, name + "."))
+        elif a != b:
+            diffs.append(f"{name}: {json.dumps(a)} -> {json.dumps(b)}")
+    return diffs

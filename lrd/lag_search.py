@@ -1,0 +1,254 @@
+"""The maximum learnable time lag of a model on a task, searched automatically.
+
+Protocol (the ``search`` section of :class:`lrd.config.ExperimentConfig`):
+
+1. **Sweep.** Train at each lag of ``search.sweep`` in increasing order, every lag with the same budget
+   (``run.steps`` steps, ``run.num_seeds`` seeds vmapped in one program, early stop once every seed is solved).
+   A lag is *learnable* when at least ``search.solve_fraction`` of the seeds meet the task's ``solved`` criterion
+   on the fixed held-out batch. The sweep stops after ``search.patience`` consecutive unlearnable lags.
+2. **Bisection.** Between the largest learnable lag ``lo`` and the smallest unlearnable lag above it ``hi``,
+   try the geometric midpoint, move ``lo`` or ``hi``, and stop when ``hi - lo <= max(1, resolution * lo)`` or
+   after ``search.max_bisections`` trials.
+
+The result, ``max_learnable_lag = lo``, assumes that learnability falls with the lag (the sweep records every
+lag it tried, so a non-monotone outcome is visible in ``lag_search.json``). It is a statement about this budget:
+more steps or seeds can move it.
+
+Every trial is an ordinary run (:func:`lrd.runner.run_experiment`) in ``workdir/lag_<L>``, so a restarted search
+skips finished lags and resumes a half-finished one from its checkpoint. ``workdir/lag_search.json`` is
+rewritten after every trial and ``workdir/lag_search.png`` plots the fraction of seeds solved against the lag.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+
+from lrd.config import ConfigError, ExperimentConfig
+from lrd.logging import write_json
+from lrd.runner import NumericalFault, prepare_workdir, run_experiment
+
+__all__ = ["lag_search", "trial_config", "next_bisection_lag", "plot_lag_search", "cli_commands"]
+
+
+def trial_config(config: ExperimentConfig, lag: int, root: Path) -> ExperimentConfig:
+    """The config of one trial: ``config`` at ``task.lag = lag``, in its own workdir under ``root``."""
+    return config.replace(task={"lag": lag}, run={"workdir": str(root / f"lag_{lag:06d}")})
+
+
+def next_bisection_lag(lo: int, hi: int, resolution: float) -> int | None:
+    """The geometric midpoint of ``(lo, hi)`` as an int strictly inside, or ``None`` when they are close enough."""
+    if hi - lo <= max(1, resolution * lo):
+        return None
+    mid = int(round(math.sqrt(lo * hi)))
+    return min(max(mid, lo + 1), hi - 1)
+
+
+def _trial_record(lag: int, phase: str, summary: dict[str, Any], solve_fraction: float) -> dict[str, Any]:
+    # a seed counts as solved when it met the criterion at some evaluation within the budget
+    solved = [s is not None for s in summary["steps_to_solve"]]
+    fraction = sum(solved) / len(solved)
+    return {
+        "lag": lag,
+        "phase": phase,
+        "status": summary["status"],
+        "fraction_solved": fraction,
+        "learnable": fraction >= solve_fraction - 1e-12,
+        "seeds": [
+            {
+                "seed": i,
+                "solved": solved[i],
+                "steps_to_solve": summary["steps_to_solve"][i],
+                **{f"final_{k}": v[i] for k, v in summary.get("final_eval", {}).items()},
+            }
+            for i in range(len(solved))
+        ],
+        "steps_run": summary.get("steps_run"),
+        "chance_loss": summary.get("chance_loss"),
+        "wall_time_s": summary.get("wall_time_s"),
+        "workdir": summary.get("workdir"),
+    }
+
+
+def _run_trial(config: ExperimentConfig, lag: int, root: Path, phase: str, progress: bool) -> dict[str, Any]:
+    trial = trial_config(config, lag, root)
+    try:
+        summary = run_experiment(trial, progress=progress, description=f"{config.model.name} lag={lag}")
+    except NumericalFault:  # the run wrote its summary with status "numerical_fault": an unlearnable lag
+        summary = json.loads((Path(trial.run.workdir) / "summary.json").read_text())
+    return _trial_record(lag, phase, summary, config.search.solve_fraction)
+
+
+def _result(
+    config: ExperimentConfig, trials: list[dict[str, Any]], started: float, done: bool
+) -> dict[str, Any]:
+    learnable = [t["lag"] for t in trials if t["learnable"]]
+    lo = max(learnable, default=None)
+    above = [t["lag"] for t in trials if not t["learnable"] and (lo is None or t["lag"] > lo)]
+    hi = min(above, default=None)
+    return {
+        "model": config.model.name,
+        "task": config.task.name,
+        "finished": done,
+        "max_learnable_lag": lo,
+        "smallest_unlearnable_lag": hi,
+        "solve_fraction": config.search.solve_fraction,
+        "num_seeds": config.run.num_seeds,
+        "steps_per_lag": config.run.steps,
+        "trials": sorted(trials, key=lambda t: t["lag"]),
+        "order": [t["lag"] for t in trials],
+        "device": jax.devices()[0].device_kind,
+        "wall_time_s": time.perf_counter() - started,
+        "config": config.to_dict(),
+    }
+
+
+def lag_search(
+    config: ExperimentConfig, *, overwrite: bool = False, progress: bool = True, log=print
+) -> dict[str, Any]:
+    """Run the protocol of the module docstring in ``config.run.workdir``; return (and write) the result."""
+    root, _ = prepare_workdir(config, overwrite=overwrite)
+    if overwrite:
+        for trial_dir in root.glob("lag_*"):
+            if trial_dir.is_dir():
+                import shutil
+
+                shutil.rmtree(trial_dir)
+    search = config.search
+    started = time.perf_counter()
+    trials: list[dict[str, Any]] = []
+
+    def record(lag: int, phase: str) -> dict[str, Any]:
+        trial = _run_trial(config, lag, root, phase, progress)
+        trials.append(trial)
+        seeds = " ".join(
+            f"{s['steps_to_solve']}" if s["solved"] else ("-" if s["steps_to_solve"] is None else "x")
+            for s in trial["seeds"]
+        )
+        log(
+            f"[lag-search] {config.model.name} {phase:<6} lag={lag:<6} solved {trial['fraction_solved']:.2f} "
+            f"-> {'learnable' if trial['learnable'] else 'NOT learnable'} (steps to solve per seed: {seeds})"
+        )
+        write_json(root / "lag_search.json", _result(config, trials, started, done=False))
+        return trial
+
+    failures = 0
+    for lag in search.sweep:
+        if record(lag, "sweep")["learnable"]:
+            failures = 0
+        else:
+            failures += 1
+            if failures >= search.patience:
+                break
+    result = _result(config, trials, started, done=False)
+    lo, hi = result["max_learnable_lag"], result["smallest_unlearnable_lag"]
+    for _ in range(search.max_bisections):
+        if lo is None or hi is None:
+            break
+        mid = next_bisection_lag(lo, hi, search.resolution)
+        if mid is None:
+            break
+        if record(mid, "bisect")["learnable"]:
+            lo = mid
+        else:
+            hi = mid
+    result = _result(config, trials, started, done=True)
+    write_json(root / "lag_search.json", result)
+    plot_lag_search(result, root / "lag_search.png")
+    return result
+
+
+def plot_lag_search(result: dict[str, Any], path: str | Path) -> None:
+    """Fraction of seeds solved (top) and steps to solve (bottom) against the lag, log-scaled."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    trials = result["trials"]
+    lags = [t["lag"] for t in trials]
+    fig, (ax_frac, ax_steps) = plt.subplots(2, 1, figsize=(6, 5.5), sharex=True)
+    ax_frac.plot(lags, [t["fraction_solved"] for t in trials], "o-", color="C0")
+    ax_frac.axhline(result["solve_fraction"], color="gray", ls="--", lw=1, label="learnable threshold")
+    if result["max_learnable_lag"] is not None:
+        ax_frac.axvline(
+            result["max_learnable_lag"], color="C2", lw=1, label=f"max lag {result['max_learnable_lag']}"
+        )
+    ax_frac.set_ylabel("fraction of seeds solved")
+    ax_frac.set_ylim(-0.05, 1.05)
+    ax_frac.legend(loc="lower left", fontsize=8)
+    ax_frac.set_title(
+        f"{result['model']} on {result['task']}: {result['steps_per_lag']} steps x {result['num_seeds']} seeds"
+    )
+    for t in trials:
+        steps = [s["steps_to_solve"] for s in t["seeds"] if s["steps_to_solve"] is not None]
+        ax_steps.plot([t["lag"]] * len(steps), steps, "o", color="C1", alpha=0.7)
+    ax_steps.set_xscale("log")
+    ax_steps.set_xlabel("lag (time steps)")
+    ax_steps.set_ylabel("steps to solve (per seed)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def format_result(result: dict[str, Any]) -> str:
+    lines = [f"{'lag':>6}  {'phase':<6}  {'solved':>6}  learnable  steps to solve"]
+    for t in result["trials"]:
+        steps = ", ".join(str(s["steps_to_solve"]) for s in t["seeds"])
+        lines.append(
+            f"{t['lag']:>6}  {t['phase']:<6}  {t['fraction_solved']:>6.2f}  {'yes' if t['learnable'] else 'no':<9}  {steps}"
+        )
+    lines.append(
+        f"max learnable lag of {result['model']} on {result['task']}: {result['max_learnable_lag']} "
+        f"(smallest unlearnable: {result['smallest_unlearnable_lag']}; {result['wall_time_s']:.0f} s on "
+        f"{result['device']})"
+    )
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# CLI: ``lrd lag-search``.
+
+
+def _add_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config", default=None, help="config file or preset name (default: built-in defaults)"
+    )
+    parser.add_argument("--model", default=None, help="shorthand for --model.name")
+    parser.add_argument("--task", default=None, help="shorthand for --task.name")
+    parser.add_argument(
+        "--workdir", default=None, help="shorthand for --run.workdir (default: runs/lag_search/M_T)"
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="discard a previous search with another config"
+    )
+    parser.add_argument("--json", action="store_true", help="print lag_search.json instead of the table")
+    parser.set_defaults(accepts_overrides=True)
+
+
+def cmd_lag_search(args: argparse.Namespace) -> int:
+    """``lrd lag-search``: the maximum learnable lag (geometric sweep, then bisection); resumable."""
+    from lrd.cli import UsageError
+    from lrd.runner import config_from_args
+
+    try:
+        config = config_from_args(args, args.overrides, {"model.name": args.model, "task.name": args.task})
+        if args.workdir or config.run.workdir is None:
+            workdir = args.workdir or f"runs/lag_search/{config.model.name}_{config.task.name}"
+            config = config.replace(run={"workdir": workdir})
+        result = lag_search(config, overwrite=args.overwrite)
+    except (ConfigError, FileNotFoundError) as err:
+        raise UsageError(str(err)) from None
+    print(json.dumps(result, indent=2) if args.json else format_result(result))
+    print(f"results in {config.run.workdir}/lag_search.json and lag_search.png")
+    return 0
+
+
+def cli_commands() -> dict:
+    return {"lag-search": (_add_args, cmd_lag_search)}

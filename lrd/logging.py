@@ -1,0 +1,111 @@
+"""Run logs as data: ``metrics.jsonl`` (canonical), TensorBoard event files (tensorboardX, no TensorFlow needed).
+
+``metrics.jsonl`` holds one JSON object per (evaluation step, seed)::
+
+    {"step": 500, "seed": 0, "train_loss": ..., "train_grad_norm": ..., "train_<metric>": ...,
+     "eval_loss": ..., "eval_<metric>": ..., "solved": false, "num_skipped": 0, "steps_per_s": 812.4,
+     "wall_time_s": 12.3}
+
+``train_*`` values are means over the steps since the previous evaluation; ``eval_*`` values are on the fixed
+held-out batch. ``pandas.read_json(path, lines=True)`` reads the file directly.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+__all__ = ["MetricsLogger", "read_metrics", "truncate_metrics", "write_json"]
+
+
+def _clean(value: Any) -> Any:
+    """JSON has no NaN/Inf: write them as strings a reader can turn back into floats."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
+
+
+def write_json(path: str | Path, data: Any) -> None:
+    """Write ``data`` as indented JSON atomically (a temporary file renamed over ``path``)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=_clean) + "\n")
+    os.replace(tmp, path)
+
+
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    """Every record of a ``metrics.jsonl`` (a torn last line, from a killed run, is ignored)."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
+
+
+def truncate_metrics(path: str | Path, last_step: int) -> list[dict[str, Any]]:
+    """Drop records after ``last_step`` (a resumed run logs them again); return the records kept."""
+    kept = [r for r in read_metrics(path) if r.get("step", 0) <= last_step]
+    path = Path(path)
+    if path.exists():
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        os.replace(tmp, path)
+    return kept
+
+
+class MetricsLogger:
+    """A :func:`lrd.train.train` callback appending per-seed records to ``metrics.jsonl`` (and TensorBoard)."""
+
+    def __init__(self, workdir: str | Path, *, tensorboard: bool = True):
+        self.path = Path(workdir) / "metrics.jsonl"
+        self._t0 = time.perf_counter()
+        self._writer = None
+        if tensorboard:
+            from tensorboardX import SummaryWriter
+
+            self._writer = SummaryWriter(logdir=str(Path(workdir) / "tensorboard"))
+
+    def records(self, record: dict[str, Any]) -> list[dict[str, Any]]:
+        """The per-seed rows of one evaluation record of :func:`lrd.train.train`."""
+        num_seeds = len(record["solved"])
+        rows = []
+        for seed in range(num_seeds):
+            row: dict[str, Any] = {"step": int(record["step"]), "seed": seed}
+            for key, values in record["train_mean"].items():
+                if key != "finite":
+                    row[f"train_{key}"] = _clean(float(values[seed]))
+            for key, values in record["eval"].items():
+                row[f"eval_{key}"] = _clean(float(values[seed]))
+            row["solved"] = bool(record["solved"][seed])
+            row["num_skipped"] = int(record["num_skipped"][seed])
+            row["steps_per_s"] = float(record["steps_per_s"])
+            row["wall_time_s"] = time.perf_counter() - self._t0
+            rows.append(row)
+        return rows
+
+    def __call__(self, state: Any, record: dict[str, Any]) -> None:
+        rows = self.records(record)
+        with self.path.open("a") as f:
+            for row in rows:
+                f.write(json.dumps(row) + "\n")
+        if self._writer is not None:
+            for row in rows:
+                for key, value in row.items():
+                    if key.startswith(("train_", "eval_")) and isinstance(value, float):
+                        split, _, name = key.partition("_")
+                        self._writer.add_scalar(f"{split}/{name}/seed{row['seed']}", value, row["step"])
+            self._writer.add_scalar("steps_per_s", rows[0]["steps_per_s"], rows[0]["step"])
+            self._writer.flush()
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()

@@ -1,0 +1,284 @@
+"""One experiment in a workdir: validated config, resumable training, checkpoints, metrics and a summary.
+
+``run_experiment(config)`` writes into ``config.run.workdir``::
+
+    config.json       the resolved config (a restart must match it, or be told to overwrite)
+    checkpoints/      orbax checkpoints of the seed-stacked train state (every run.checkpoint_every steps + end)
+    metrics.jsonl     one record per (evaluation, seed), see lrd.logging
+    tensorboard/      event files (tensorboardX)
+    summary.json      status, per-seed solved / steps_to_solve / final held-out metrics, device, wall time
+
+A run killed at any point and restarted with the same command resumes from its newest readable checkpoint; the
+data stream of every step is a pure function of ``(seed key, step)``, so it finishes with the same parameters and
+metrics as an uninterrupted run (bit for bit on CPU). A completed run is not trained again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from lrd.checkpoint import Checkpointer
+from lrd.config import (
+    ConfigError,
+    ExperimentConfig,
+    apply_overrides,
+    config_diff,
+    load_config,
+    parse_override_args,
+)
+from lrd.logging import MetricsLogger, read_metrics, truncate_metrics, write_json
+from lrd.train import TrainSettings, TrainState, init_states, make_optimizer, train
+
+__all__ = [
+    "NumericalFault",
+    "WorkdirError",
+    "run_experiment",
+    "prepare_workdir",
+    "settings_from_config",
+    "steps_to_solve_from_metrics",
+    "cli_commands",
+]
+
+RUN_FILES = ("config.json", "checkpoints", "metrics.jsonl", "tensorboard", "summary.json")
+
+
+class NumericalFault(RuntimeError):
+    """Too many steps skipped for non-finite losses or gradients."""
+
+
+class WorkdirError(ConfigError):
+    """The workdir holds a different run (or something that is not a run)."""
+
+
+def settings_from_config(config: ExperimentConfig) -> TrainSettings:
+    run, optim = config.run, config.optim
+    return TrainSettings(
+        steps=run.steps,
+        batch_size=optim.batch_size,
+        learning_rate=optim.learning_rate,
+        clip_norm=optim.clip_norm,
+        weight_decay=optim.weight_decay,
+        num_seeds=run.num_seeds,
+        seed=run.seed,
+        eval_every=run.eval_every,
+        eval_batch_size=run.eval_batch_size,
+        early_stop=run.early_stop,
+    )
+
+
+def prepare_workdir(config: ExperimentConfig, *, overwrite: bool = False) -> tuple[Path, dict | None]:
+    """Create the workdir or check it holds this same run; return it and an existing summary, if any.
+
+    A workdir whose ``config.json`` differs raises :class:`WorkdirError` listing the differences, unless
+    ``overwrite``, which deletes the previous run's files (and only those).
+    """
+    if config.run.workdir is None:
+        raise ConfigError("run.workdir is required (e.g. --run.workdir runs/adding_lstm)")
+    workdir = Path(config.run.workdir)
+    new = config.to_dict()
+    config_path = workdir / "config.json"
+    if workdir.exists() and not workdir.is_dir():
+        raise WorkdirError(f"run.workdir={str(workdir)!r} exists and is not a directory")
+    if config_path.exists() and not overwrite:
+        old = json.loads(config_path.read_text())
+        diff = config_diff(old, new)
+        if diff:
+            raise WorkdirError(
+                f"run.workdir={str(workdir)!r} holds a run with a different config ({'; '.join(diff)}); "
+                "pass --overwrite to replace it, or choose another run.workdir"
+            )
+    elif workdir.exists() and any(workdir.iterdir()) and not overwrite and not config_path.exists():
+        raise WorkdirError(
+            f"run.workdir={str(workdir)!r} is not empty and holds no config.json (not an lrd run); "
+            "choose another run.workdir"
+        )
+    if overwrite:
+        for name in RUN_FILES:
+            target = workdir / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+    workdir.mkdir(parents=True, exist_ok=True)
+    write_json(config_path, new)
+    summary_path = workdir / "summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.exists() else None
+    return workdir, summary
+
+
+def steps_to_solve_from_metrics(records: Sequence[dict[str, Any]], num_seeds: int) -> list[int | None]:
+    """The first evaluation step at which each seed met the task's criterion (``None`` if never)."""
+    first: list[int | None] = [None] * num_seeds
+    for record in sorted(records, key=lambda r: (r["step"], r["seed"])):
+        seed = record["seed"]
+        if record.get("solved") and seed < num_seeds and first[seed] is None:
+            first[seed] = int(record["step"])
+    return first
+
+
+class _FaultGuard:
+    """Raise :class:`NumericalFault` when a seed skipped too many steps in one evaluation interval."""
+
+    def __init__(self, max_fraction: float, start_step: int, start_skipped: np.ndarray):
+        self.max_fraction = max_fraction
+        self.step = start_step
+        self.skipped = np.asarray(start_skipped)
+
+    def __call__(self, state: TrainState, record: dict[str, Any]) -> None:
+        steps = record["step"] - self.step
+        skipped = np.asarray(record["num_skipped"]) - self.skipped
+        bad = np.flatnonzero(skipped > self.max_fraction * steps)
+        if bad.size:
+            raise NumericalFault(
+                f"seed(s) {bad.tolist()} skipped {skipped[bad].tolist()} of the {steps} steps between step "
+                f"{self.step} and step {record['step']} because the loss or a gradient was NaN/Inf "
+                f"(limit run.max_skip_fraction={self.max_fraction}); stopping. The last checkpoint holds finite "
+                "parameters; try a smaller optim.learning_rate or optim.clip_norm"
+            )
+        self.step = record["step"]
+        self.skipped = np.asarray(record["num_skipped"])
+
+
+def run_experiment(
+    config: ExperimentConfig,
+    *,
+    overwrite: bool = False,
+    progress: bool = True,
+    callbacks: Sequence[Callable[[TrainState, dict[str, Any]], None]] = (),
+    description: str = "",
+) -> dict[str, Any]:
+    """Train (or resume, or return the finished) run of ``config``; return its summary (also in summary.json)."""
+    task = config.task.build()
+    prepare = getattr(task, "prepare", None)
+    if callable(prepare):
+        prepare()
+    model = config.model.build(task)
+    settings = settings_from_config(config)
+    workdir, previous = prepare_workdir(config, overwrite=overwrite)
+    if previous is not None and previous.get("status") == "completed":
+        return previous
+
+    optimizer = make_optimizer(settings.learning_rate, settings.clip_norm, settings.weight_decay)
+    checkpointer = Checkpointer(workdir / "checkpoints", keep=config.run.keep_checkpoints)
+    like = jax.eval_shape(lambda: init_states(model, task, optimizer, settings.seed, settings.num_seeds))
+    restored = checkpointer.restore_latest(like)
+    if restored is None:
+        state, resumed_from = init_states(model, task, optimizer, settings.seed, settings.num_seeds), None
+    else:
+        state, meta = restored
+        resumed_from = int(meta["step"])
+    start_step = int(np.asarray(state.step).reshape(-1)[0])
+    truncate_metrics(workdir / "metrics.jsonl", start_step)
+
+    def save_on_cadence(state: TrainState, record: dict[str, Any]) -> None:
+        if record["step"] % config.run.checkpoint_every == 0:
+            checkpointer.save(record["step"], state)
+
+    logger = MetricsLogger(workdir, tensorboard=config.run.tensorboard)
+    guard = _FaultGuard(config.run.max_skip_fraction, start_step, np.asarray(state.num_skipped))
+    status, error = "completed", None
+    t0 = time.perf_counter()
+    try:
+        state, summary = train(
+            model,
+            task,
+            settings,
+            state=state,
+            callbacks=(logger, guard, save_on_cadence, *callbacks),
+            progress=progress,
+            description=description or f"{config.model.name} {config.task.name} lag={task.seq_len}",
+        )
+        final_step = int(np.asarray(state.step).reshape(-1)[0])
+        if final_step not in checkpointer.steps():
+            checkpointer.save(final_step, state)
+    except NumericalFault as err:
+        status, error = "numerical_fault", str(err)
+        summary = {"steps_run": guard.step, "num_skipped": guard.skipped.tolist()}
+    finally:
+        logger.close()
+        checkpointer.close()
+
+    records = read_metrics(workdir / "metrics.jsonl")
+    last = [r for r in records if r["step"] == max((r["step"] for r in records), default=-1)]
+    summary.update(
+        status=status,
+        error=error,
+        model=config.model.name,
+        task_name=config.task.name,
+        seq_len=task.seq_len,
+        chance_loss=float(task.chance_loss),
+        steps_to_solve=steps_to_solve_from_metrics(records, settings.num_seeds),
+        final_eval={
+            k[len("eval_") :]: [r[k] for r in sorted(last, key=lambda r: r["seed"])]
+            for k in (last[0] if last else {})
+            if k.startswith("eval_")
+        },
+        solved=[bool(r["solved"]) for r in sorted(last, key=lambda r: r["seed"])],
+        resumed_from=resumed_from,
+        wall_time_s=time.perf_counter() - t0,
+        device=jax.devices()[0].device_kind,
+        workdir=str(workdir),
+    )
+    write_json(workdir / "summary.json", summary)
+    if status == "numerical_fault":
+        raise NumericalFault(error)
+    return summary
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# CLI: ``lrd run``.
+
+
+def _add_run_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        default=None,
+        help="config file (experiments/configs/*.py defining get_config()) or a preset name; default: defaults",
+    )
+    parser.add_argument("--workdir", default=None, help="shorthand for --run.workdir")
+    parser.add_argument("--overwrite", action="store_true", help="replace a run with a different config")
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    parser.set_defaults(accepts_overrides=True)
+
+
+def config_from_args(
+    args: argparse.Namespace, extra: Sequence[str], shorthands: dict[str, Any]
+) -> ExperimentConfig:
+    """Base config (file or defaults) + ``--section.field value`` overrides + shorthand flags."""
+    config = load_config(args.config) if args.config else ExperimentConfig()
+    overrides = [f"{key}={value}" for key, value in shorthands.items() if value is not None]
+    return apply_overrides(config, overrides + parse_override_args(extra))
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """``lrd run``: train a config in a workdir (resumes if interrupted); checkpoints, metrics, summary."""
+    from lrd.cli import UsageError, format_summary
+
+    try:
+        config = config_from_args(args, args.overrides, {"run.workdir": args.workdir})
+        summary = run_experiment(config, overwrite=args.overwrite)
+    except (ConfigError, FileNotFoundError) as err:
+        raise UsageError(str(err)) from None
+    except NumericalFault as err:
+        print(f"lrd run: numerical fault: {err}")
+        return 3
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        summary.setdefault("task", {"task": config.task.name, "seq_len": summary["seq_len"]})
+        print(format_summary(summary))
+        print(f"results in {summary['workdir']}")
+    return 0
+
+
+def cli_commands() -> dict:
+    return {"run": (_add_run_args, cmd_run)}
