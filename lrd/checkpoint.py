@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import hashlib
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -103,12 +104,28 @@ class Checkpointer:
             try:
                 return self.restore(step, like)
             except Exception as err:  # orbax raises many types for damaged files
+                quarantine = self._quarantine(step)
                 warnings.warn(
                     f"checkpoint at step {step} in {self.directory} is unreadable ({type(err).__name__}: "
-                    f"{str(err)[:200]}); falling back to the previous one",
+                    f"{str(err)[:200]}); moved it to {quarantine.name} and falling back to the previous one",
                     stacklevel=2,
                 )
         return None
 
+    def _quarantine(self, step: int) -> Path:
+        """Move a damaged step out of orbax's way (kept for inspection) so the resumed run can save it anew."""
+        source = self.directory / str(step)
+        target = self.directory / f"corrupt-{step}-{int(time.time())}"
+        if source.exists():
+            source.rename(target)
+        self._manager.reload()
+        return target
+
     def close(self) -> None:
         self._manager.close()
+
+    def __enter__(self) -> Checkpointer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,216 @@
+"""The runner: bitwise resume after a kill, corrupt-checkpoint fallback, NaN handling, workdir safety, seeds."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from lrd.checkpoint import Checkpointer
+from lrd.cli import main
+from lrd.config import ExperimentConfig, apply_overrides
+from lrd.logging import read_metrics
+from lrd.runner import NumericalFault, WorkdirError, run_experiment
+from lrd.tasks.adding import Adding as AddingTask
+from lrd.train import apply_batch, init_state, init_states, make_chunk_fn, make_optimizer, seed_keys
+
+TINY = [
+    "model.name=lstm",
+    "model.hidden_size=8",
+    "task.lag=10",
+    "optim.batch_size=8",
+    "run.steps=40",
+    "run.eval_every=10",
+    "run.eval_batch_size=32",
+    "run.checkpoint_every=10",
+    "run.keep_checkpoints=5",
+    "run.num_seeds=2",
+    "run.early_stop=false",
+    "run.tensorboard=false",
+]
+
+
+def tiny_config(workdir, *extra: str) -> ExperimentConfig:
+    return apply_overrides(ExperimentConfig(), [*TINY, f"run.workdir={workdir}", *extra])
+
+
+def final_state(workdir, config: ExperimentConfig):
+    task = config.task.build()
+    model = config.model.build(task)
+    optimizer = make_optimizer(config.optim.learning_rate, config.optim.clip_norm)
+    like = init_states(model, task, optimizer, config.run.seed, config.run.num_seeds)
+    with Checkpointer(workdir / "checkpoints") as checkpointer:
+        state, _ = checkpointer.restore(checkpointer.steps()[-1], like)
+    return state
+
+
+def checkpoint_steps(directory) -> list[int]:
+    with Checkpointer(directory) as checkpointer:
+        return checkpointer.steps()
+
+
+def comparable(records):
+    return [{k: v for k, v in r.items() if k not in ("steps_per_s", "wall_time_s")} for r in records]
+
+
+class Killed(Exception):
+    pass
+
+
+def test_killed_run_resumes_to_identical_params_and_metrics(tmp_path):
+    whole, broken = tmp_path / "whole", tmp_path / "broken"
+    config_whole, config_broken = tiny_config(whole), tiny_config(broken)
+    summary = run_experiment(config_whole, progress=False)
+    assert summary["status"] == "completed" and summary["steps_run"] == 40
+
+    def kill_at_30(state, record):
+        if record["step"] == 30:
+            raise Killed
+
+    with pytest.raises(Killed):
+        run_experiment(config_broken, progress=False, callbacks=(kill_at_30,))
+    assert not (broken / "summary.json").exists()
+    assert checkpoint_steps(broken / "checkpoints") == [10, 20, 30]
+
+    # Damage the newest checkpoint: the resume must warn, fall back to step 20 and still end identically.
+    for path in (broken / "checkpoints" / "30").rglob("*"):
+        if path.is_file() and path.parent.name == "d":
+            path.write_bytes(b"\x00garbage")
+    with pytest.warns(UserWarning, match="checkpoint at step 30 .* unreadable"):
+        resumed = run_experiment(config_broken, progress=False)
+    assert resumed["status"] == "completed" and resumed["resumed_from"] == 20
+
+    a, b = final_state(whole, config_whole), final_state(broken, config_broken)
+    for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b), strict=True):
+        np.testing.assert_array_equal(x, y)  # bitwise
+    assert comparable(read_metrics(whole / "metrics.jsonl")) == comparable(
+        read_metrics(broken / "metrics.jsonl")
+    )
+    assert [r["step"] for r in read_metrics(broken / "metrics.jsonl")] == [10, 10, 20, 20, 30, 30, 40, 40]
+
+    # A finished run is not trained again.
+    again = run_experiment(config_broken, progress=False)
+    assert again == json.loads((broken / "summary.json").read_text())
+
+
+def test_workdir_with_another_config_is_refused_unless_overwritten(tmp_path):
+    config = tiny_config(tmp_path, "run.steps=10", "run.checkpoint_every=10")
+    run_experiment(config, progress=False)
+    before = (tmp_path / "metrics.jsonl").read_text()
+    changed = tiny_config(tmp_path, "run.steps=10", "run.checkpoint_every=10", "model.hidden_size=16")
+    with pytest.raises(WorkdirError, match=r"model.hidden_size: 8 -> 16.*--overwrite"):
+        run_experiment(changed, progress=False)
+    assert (tmp_path / "metrics.jsonl").read_text() == before  # nothing clobbered
+    assert json.loads((tmp_path / "config.json").read_text())["model"]["hidden_size"] == 8
+    summary = run_experiment(changed, overwrite=True, progress=False)
+    assert summary["status"] == "completed"
+    assert json.loads((tmp_path / "config.json").read_text())["model"]["hidden_size"] == 16
+
+
+def test_non_run_directory_is_refused(tmp_path):
+    (tmp_path / "precious.txt").write_text("keep me")
+    with pytest.raises(WorkdirError, match="not an lrd run"):
+        run_experiment(tiny_config(tmp_path), progress=False)
+    assert (tmp_path / "precious.txt").read_text() == "keep me"
+
+
+def test_nan_batch_is_skipped_and_counted():
+    config = tiny_config("unused")
+    task = config.task.build()
+    model = config.model.build(task)
+    optimizer = make_optimizer(1e-2)
+    state = init_state(model, task, optimizer, jax.random.PRNGKey(0))
+    batch = task.sample(jax.random.PRNGKey(1), 8)
+    poisoned = batch._replace(inputs=batch.inputs.at[3, 4, 0].set(jnp.nan))
+    new, metrics = apply_batch(state, poisoned, model=model, task=task, optimizer=optimizer)
+    assert int(new.num_skipped) == 1 and int(new.step) == 1 and float(metrics["finite"]) == 0.0
+    for x, y in zip(
+        jax.tree_util.tree_leaves(state.params), jax.tree_util.tree_leaves(new.params), strict=True
+    ):
+        np.testing.assert_array_equal(x, y)
+    good, _ = apply_batch(new, batch, model=model, task=task, optimizer=optimizer)
+    assert int(good.num_skipped) == 1
+    assert any(
+        not np.array_equal(x, y)
+        for x, y in zip(
+            jax.tree_util.tree_leaves(new.params), jax.tree_util.tree_leaves(good.params), strict=True
+        )
+    )
+
+
+def test_a_run_that_keeps_producing_nans_stops_with_the_step_range(tmp_path, monkeypatch):
+    original = AddingTask.sample
+
+    def poisoned(self, key, batch_size):
+        batch = original(self, key, batch_size)
+        return batch._replace(inputs=batch.inputs * jnp.nan)
+
+    monkeypatch.setattr(AddingTask, "sample", poisoned)
+    config = tiny_config(tmp_path)
+    with pytest.raises(
+        NumericalFault, match=r"skipped \[10, 10\] of the 10 steps between step 0 and step 10"
+    ):
+        run_experiment(config, progress=False)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["status"] == "numerical_fault" and "between step 0 and step 10" in summary["error"]
+    assert checkpoint_steps(tmp_path / "checkpoints") == []  # nothing written after the fault
+
+
+def test_checkpointer_never_writes_non_finite_state(tmp_path):
+    config = tiny_config("unused")
+    task = config.task.build()
+    model = config.model.build(task)
+    state = init_states(model, task, make_optimizer(1e-3), 0, 2)
+    checkpointer = Checkpointer(tmp_path)
+    bad = state._replace(
+        params=jax.tree_util.tree_map(lambda p: p.at[(0,) * p.ndim].set(jnp.inf), state.params)
+    )
+    with pytest.warns(UserWarning, match="NaN or Inf"):
+        assert checkpointer.save(5, bad) is False
+    assert checkpointer.save(6, state) is True
+    assert checkpointer.steps() == [6]
+    shutil.rmtree(tmp_path / "6" / "state")  # a checkpoint with its state gone falls back to nothing
+    with pytest.warns(UserWarning, match="unreadable"):
+        assert checkpointer.restore_latest(state) is None
+    checkpointer.close()
+
+
+def test_seed_i_of_a_vmapped_run_equals_that_seed_run_alone():
+    config = tiny_config("unused")
+    task = config.task.build()
+    model = config.model.build(task)
+    optimizer = make_optimizer(1e-2)
+    chunk = make_chunk_fn(model, task, optimizer, batch_size=8, num_steps=5)
+    together, metrics = chunk(init_states(model, task, optimizer, seed=3, num_seeds=3))
+    for i, key in enumerate(seed_keys(3, 3)):
+        alone = jax.tree_util.tree_map(lambda x: x[None], init_state(model, task, optimizer, key))
+        alone, alone_metrics = chunk(alone)
+        for x, y in zip(jax.tree_util.tree_leaves(together), jax.tree_util.tree_leaves(alone), strict=True):
+            np.testing.assert_allclose(np.asarray(x)[i], np.asarray(y)[0], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(metrics["loss"][i], alone_metrics["loss"][0], rtol=1e-5)
+    assert not np.allclose(metrics["loss"][0], metrics["loss"][1])  # and the seeds do differ
+
+
+def test_lrd_run_cli(tmp_path, capsys):
+    workdir = tmp_path / "cli"
+    args = ["run", "--workdir", str(workdir), *[f"--{o}" for o in TINY], "--run.steps", "10"]
+    args += ["--run.checkpoint_every", "10", "--run.tensorboard", "true"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "seed 0:" in out and "seed 1:" in out
+    assert {p.name for p in workdir.iterdir()} >= {
+        "config.json",
+        "checkpoints",
+        "metrics.jsonl",
+        "summary.json",
+    }
+    assert any((workdir / "tensorboard").iterdir())
+    assert len(read_metrics(workdir / "metrics.jsonl")) == 2
+    assert main(["run", "--workdir", str(workdir), "--model.name", "nope"]) == 2
+    assert "model.name='nope' is unknown" in capsys.readouterr().err
+    assert main(["run", "--config", str(tmp_path / "missing.py"), "--workdir", str(workdir)]) == 2
+    assert "does not exist" in capsys.readouterr().err
