@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from lrd.cells.base import recurrent_initializer
-from lrd.cells.classic import GRU, LSTM, ElmanRNN
+from lrd.cells.classic import GRU, LSTM, ElmanRNN, IndRNN, indrnn_step
 from lrd.registry import build_mixer
 
 BATCH, TIME, D_IN, HIDDEN = 2, 6, 3, 4
@@ -147,7 +147,7 @@ def test_registry_presets():
         build_mixer("lstm", 8, not_a_field=1)
 
 
-@pytest.mark.parametrize("cls", [ElmanRNN, LSTM, GRU])
+@pytest.mark.parametrize("cls", [ElmanRNN, LSTM, GRU, IndRNN])
 def test_probe_collection_shapes_and_truncation(cls):
     x = _inputs()
     module = cls(HIDDEN)
@@ -220,3 +220,86 @@ def test_elman_matches_pytorch():
     }
     got = ElmanRNN(HIDDEN).apply({"params": params}, jnp.asarray(x))
     np.testing.assert_allclose(got, expected.numpy(), rtol=1e-5, atol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# IndRNN (Li et al. 2018): h_t = act(W x_t + u * h_{t-1} + b), u a vector.
+
+
+def ref_indrnn(p, x, act, recurrent_max=None):
+    u = p["recurrent_weight"]
+    if recurrent_max is not None:
+        u = np.clip(u, -recurrent_max, recurrent_max)
+    h = np.zeros((x.shape[0], HIDDEN))
+    out = []
+    for t in range(x.shape[1]):
+        h = act(x[:, t] @ p["input_kernel"] + p["bias"] + u * h)
+        out.append(h)
+    return np.stack(out, 1)
+
+
+def test_indrnn_step_matches_equation():
+    rng = np.random.default_rng(0)
+    h, xw = rng.normal(size=(BATCH, HIDDEN)), rng.normal(size=(BATCH, HIDDEN))
+    u = np.array([0.5, -1.5, 2.0, 1.0])
+    got = indrnn_step(jnp.asarray(h), jnp.asarray(xw), jnp.asarray(u), jax.nn.relu)
+    np.testing.assert_allclose(got, np.maximum(xw + u * h, 0.0), rtol=1e-6)
+    # With recurrent_max=1.2, u is used as [0.5, -1.2, 1.2, 1.0].
+    got = indrnn_step(jnp.asarray(h), jnp.asarray(xw), jnp.asarray(u), jnp.tanh, recurrent_max=1.2)
+    np.testing.assert_allclose(got, np.tanh(xw + np.array([0.5, -1.2, 1.2, 1.0]) * h), rtol=1e-6)
+
+
+def test_indrnn_units_are_independent():
+    # The step Jacobian dh_t/dh_{t-1} is diagonal, diag(u * act'), so no unit sees another unit's past.
+    h = jnp.linspace(-1.0, 1.0, HIDDEN)
+    xw = jnp.array([0.3, -0.2, 0.1, 0.4])
+    u = jnp.array([0.9, 1.1, -0.5, 0.7])
+    jacobian = jax.jacobian(lambda h: indrnn_step(h, xw, u, jnp.tanh))(h)
+    expected = np.diag(np.asarray(u * (1.0 - jnp.tanh(xw + u * h) ** 2)))
+    np.testing.assert_allclose(jacobian, expected, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("activation", list(ACTS))
+def test_indrnn_matches_reference(activation):
+    x = _inputs()
+    module = IndRNN(HIDDEN, activation=activation)
+    params = _random_params(module, x)
+    got = module.apply({"params": params}, x)
+    p = jax.tree_util.tree_map(np.asarray, params)
+    np.testing.assert_allclose(got, ref_indrnn(p, np.asarray(x), ACTS[activation]), rtol=1e-5, atol=1e-5)
+
+
+def test_indrnn_recurrent_max_clips_u_in_the_forward_pass():
+    x = _inputs()
+    module = IndRNN(HIDDEN, recurrent_max=0.8)
+    params = dict(_random_params(module, x))
+    params["recurrent_weight"] = jnp.array([1.5, -2.0, 0.3, 0.8])
+    got = module.apply({"params": params}, x)
+    p = jax.tree_util.tree_map(np.asarray, params)
+    np.testing.assert_allclose(got, ref_indrnn(p, np.asarray(x), ACTS["relu"], 0.8), rtol=1e-5, atol=1e-5)
+    # A weight beyond the bound gets no gradient (it is clipped); one inside does.
+    grad = jax.grad(lambda p: jnp.sum(module.apply({"params": p}, x)))(params)["recurrent_weight"]
+    assert grad[0] == 0 and grad[1] == 0
+    assert np.any(np.asarray(grad[2:]) != 0)
+
+
+def test_indrnn_initialisation_range():
+    x = _inputs()
+    params = IndRNN(64, recurrent_init_min=0.5, recurrent_init_max=0.9).init(jax.random.PRNGKey(0), x)[
+        "params"
+    ]
+    u = np.asarray(params["recurrent_weight"])
+    assert u.shape == (64,) and np.all(u >= 0.5) and np.all(u < 0.9)
+
+
+@pytest.mark.parametrize(
+    "options,match",
+    [
+        ({"activation": "gelu"}, "activation.*allowed values"),
+        ({"recurrent_init_min": 1.0, "recurrent_init_max": 0.5}, "recurrent_init_min"),
+        ({"recurrent_max": 0.0}, "recurrent_max"),
+    ],
+)
+def test_indrnn_bad_options_are_rejected(options, match):
+    with pytest.raises(ValueError, match=match):
+        IndRNN(HIDDEN, **options).init(jax.random.PRNGKey(0), _inputs())

@@ -1,4 +1,4 @@
-"""Classic recurrent cells: Elman RNN, IRNN, LSTM, GRU.
+"""Classic recurrent cells: Elman RNN, IRNN, LSTM, GRU, IndRNN.
 
 Each module hoists its input projection out of the time loop (one ``[batch*time, d_in] x [d_in, G*hidden]`` matmul),
 then runs only the recurrent part through :func:`lrd.scan.bptt_scan`. The step functions are pure and are
@@ -206,4 +206,93 @@ class GRU(RecurrentCell):
         return to_batch_major(hs)
 
 
-__all__ = ["ElmanRNN", "LSTM", "GRU", "elman_step", "lstm_step", "gru_step", "ACTIVATIONS", "to_time_major"]
+# ----------------------------------------------------------------------------------------------------------------
+# IndRNN (Li, Li, Cook, Zhu & Gao 2018)
+
+
+def indrnn_step(
+    h: jax.Array, xw: jax.Array, recurrent_weight: jax.Array, activation, recurrent_max: float | None = None
+) -> jax.Array:
+    """IndRNN (Li et al. 2018, Eq. 2): ``h_t = act(W x_t + b + u * h_{t-1})``, ``u`` a vector (elementwise).
+
+    Each unit sees only its own past, so ``dh_{n,t}/dh_{n,s} = prod_{r=s+1}^{t} u_n act'_{n,r}``: with relu the
+    gradient over a lag ``T`` is ``u_n^T`` while the unit is active, bounded by clipping ``|u_n|``. With
+    ``recurrent_max`` set, ``u`` is clipped to ``[-recurrent_max, recurrent_max]`` before use.
+    """
+    if recurrent_max is not None:
+        recurrent_weight = jnp.clip(recurrent_weight, -recurrent_max, recurrent_max)
+    return activation(xw + recurrent_weight * h)
+
+
+def _uniform_init(low: float, high: float):
+    def init(key: jax.Array, shape: tuple[int, ...], dtype=jnp.float32) -> jax.Array:
+        return jax.random.uniform(key, shape, dtype, low, high)
+
+    return init
+
+
+@register_mixer("indrnn", family="classic", description="IndRNN: per-unit recurrent weights (Li et al. 2018)")
+class IndRNN(RecurrentCell):
+    """Independently recurrent network ``h_t = act(W x_t + u * h_{t-1} + b)``: ``[batch, time, d_in] -> [.., hidden]``.
+
+    Li, Li, Cook, Zhu & Gao, "Independently Recurrent Neural Network (IndRNN): Building A Longer and Deeper RNN",
+    CVPR 2018, Eq. 2. The recurrent weight is a vector ``u`` (``recurrent_weight: [hidden]``), not a matrix; units
+    interact only through the next layer (or the readout).
+
+    The paper keeps long-term gradients neither exploding nor vanishing by constraining ``|u_n|`` (for relu,
+    ``|u_n| <= 2^(1/T)`` bounds the growth over ``T`` steps by 2). Here ``recurrent_max`` applies that bound as a
+    clip inside the forward pass (the paper clips the weights after each update instead; both keep the effective
+    ``u`` in range, the clip in the forward simply gives zero gradient to a weight beyond the bound).
+
+    Attributes:
+      activation: ``relu`` (default, as in the paper) | ``tanh`` | ``sigmoid``.
+      recurrent_init_min, recurrent_init_max: ``u ~ U[min, max)`` at initialisation.
+      recurrent_max: ``None`` (no constraint) or the bound on ``|u|``, e.g. ``2 ** (1 / T)`` for relu.
+    """
+
+    activation: str = "relu"
+    recurrent_init_min: float = 0.0
+    recurrent_init_max: float = 1.0
+    recurrent_max: float | None = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        act = _activation(self.activation)
+        if not self.recurrent_init_min <= self.recurrent_init_max:
+            raise ValueError(
+                "indrnn: need recurrent_init_min <= recurrent_init_max, got "
+                f"{self.recurrent_init_min!r} > {self.recurrent_init_max!r}"
+            )
+        if self.recurrent_max is not None and not self.recurrent_max > 0:
+            raise ValueError(f"indrnn: recurrent_max must be None or > 0, got {self.recurrent_max!r}")
+        h_size = self.hidden_size
+        input_kernel = self.param("input_kernel", nn.initializers.lecun_normal(), (x.shape[-1], h_size))
+        bias = self.param("bias", nn.initializers.zeros_init(), (h_size,))
+        recurrent_weight = self.param(
+            "recurrent_weight", _uniform_init(self.recurrent_init_min, self.recurrent_init_max), (h_size,)
+        )
+        xw = _project(x, input_kernel, bias)
+        h0 = jnp.zeros((x.shape[0], h_size), xw.dtype)
+        probe = probe_variable(self, h0, x.shape[1])
+        _, hs = bptt_scan(
+            lambda h, xw_t: indrnn_step(h, xw_t, recurrent_weight, act, self.recurrent_max),
+            h0,
+            xw,
+            probe=probe,
+            **self.scan_options(),
+        )
+        return to_batch_major(hs)
+
+
+__all__ = [
+    "ElmanRNN",
+    "LSTM",
+    "GRU",
+    "IndRNN",
+    "elman_step",
+    "lstm_step",
+    "gru_step",
+    "indrnn_step",
+    "ACTIVATIONS",
+    "to_time_major",
+]
