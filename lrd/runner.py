@@ -245,6 +245,7 @@ def _add_run_args(parser: argparse.ArgumentParser) -> None:
         help="config file (experiments/configs/*.py defining get_config()) or a preset name; default: defaults",
     )
     parser.add_argument("--workdir", default=None, help="shorthand for --run.workdir")
+    parser.add_argument("--num-seeds", type=int, default=None, help="shorthand for --run.num_seeds (vmapped)")
     parser.add_argument("--overwrite", action="store_true", help="replace a run with a different config")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.set_defaults(accepts_overrides=True)
@@ -264,7 +265,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from lrd.cli import UsageError, format_summary
 
     try:
-        config = config_from_args(args, args.overrides, {"run.workdir": args.workdir})
+        config = config_from_args(
+            args, args.overrides, {"run.workdir": args.workdir, "run.num_seeds": args.num_seeds}
+        )
         summary = run_experiment(config, overwrite=args.overwrite)
     except (ConfigError, FileNotFoundError) as err:
         raise UsageError(str(err)) from None
