@@ -1,0 +1,26 @@
+"""GRU on the adding problem (Arjovsky et al. 2016 variant: values in [0, 1], target X1 + X2, chance MSE 0.167).
+
+Train at one lag (``task.lag``):
+    lrd run --config adding_gru --workdir runs/adding_gru
+Search the maximum learnable lag (sweep 10, 20, 50, ... then bisection; 1500 steps x 2 seeds per lag):
+    lrd lag-search --config adding_gru --workdir runs/lag_search/adding_gru
+
+Runtime: `lrd run` at lag 100 takes a few minutes on a 2-core CPU. GPU: not measured yet.
+
+Expected result: not measured with this preset yet. Gated like the LSTM, the GRU is expected to solve lag 100; the
+lag search has not been run for it.
+"""
+
+from lrd.config import ExperimentConfig, ModelConfig, OptimConfig, RunConfig, SearchConfig, TaskConfig
+
+
+def get_config() -> ExperimentConfig:
+    return ExperimentConfig(
+        model=ModelConfig(name="gru", hidden_size=64),
+        task=TaskConfig(name="adding", lag=100),
+        optim=OptimConfig(name="adam", learning_rate=1e-3, clip_norm=1.0, batch_size=32),
+        run=RunConfig(steps=1500, num_seeds=2, eval_every=100, checkpoint_every=500, eval_batch_size=512),
+        search=SearchConfig(
+            sweep=(10, 20, 50, 100, 200, 500, 1000), solve_fraction=0.5, resolution=0.1, max_bisections=3
+        ),
+    )
