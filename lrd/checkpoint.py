@@ -80,9 +80,7 @@ class Checkpointer:
     def restore(self, step: int, like: TrainState) -> tuple[TrainState, dict[str, Any]]:
         """The state saved at ``step``, with the structure, shapes and dtypes of ``like``; raises if corrupt."""
         abstract = jax.tree_util.tree_map(
-            lambda x: jax.ShapeDtypeStruct(
-                np.shape(x), np.asarray(x).dtype if not hasattr(x, "dtype") else x.dtype
-            ),
+            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
             like._asdict(),
         )
         restored = self._manager.restore(

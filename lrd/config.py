@@ -80,6 +80,11 @@ def _positive_float(field: str, value: Any) -> None:
         raise ConfigError(f"{field} must be a finite number > 0, got {value!r}")
 
 
+def _fraction(field: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1:
+        raise ConfigError(f"{field} must be in (0, 1], got {value!r}")
+
+
 def _choice(field: str, value: Any, allowed: Sequence[str]) -> None:
     if value not in allowed:
         raise ConfigError(f"{field}={value!r} is unknown; allowed values: {', '.join(allowed)}")
@@ -275,12 +280,7 @@ class RunConfig:
             )
         _bool("run.early_stop", self.early_stop)
         _bool("run.tensorboard", self.tensorboard)
-        if (
-            isinstance(self.max_skip_fraction, bool)
-            or not isinstance(self.max_skip_fraction, int | float)
-            or not 0 < self.max_skip_fraction <= 1
-        ):
-            raise ConfigError(f"run.max_skip_fraction must be in (0, 1], got {self.max_skip_fraction!r}")
+        _fraction("run.max_skip_fraction", self.max_skip_fraction)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -308,12 +308,7 @@ class SearchConfig:
             _positive_int("search.sweep entries", lag)
         if list(self.sweep) != sorted(set(self.sweep)):
             raise ConfigError(f"search.sweep must be strictly increasing, got {list(self.sweep)}")
-        if (
-            isinstance(self.solve_fraction, bool)
-            or not isinstance(self.solve_fraction, int | float)
-            or not 0 < self.solve_fraction <= 1
-        ):
-            raise ConfigError(f"search.solve_fraction must be in (0, 1], got {self.solve_fraction!r}")
+        _fraction("search.solve_fraction", self.solve_fraction)
         _positive_float("search.resolution", self.resolution)
         _positive_int("search.patience", self.patience)
         _non_negative_int("search.max_bisections", self.max_bisections)
@@ -376,7 +371,7 @@ class ExperimentConfig:
                 raise ConfigError(
                     f"{name}.{bad[0]} is not a field; allowed values: {', '.join(sorted(fields))}"
                 )
-            sections[name] = section_cls(**{k: _from_json(section_cls, k, v) for k, v in values.items()})
+            sections[name] = section_cls(**values)
         return cls(**sections)
 
     def replace(self, **changes: Any) -> ExperimentConfig:
@@ -395,12 +390,6 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, tuple):
         return list(value)
     raise TypeError(f"not JSON-serialisable: {value!r}")
-
-
-def _from_json(section_cls: type, name: str, value: Any) -> Any:
-    if section_cls is SearchConfig and name == "sweep" and isinstance(value, list):
-        return tuple(value)
-    return value
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -521,7 +510,7 @@ def apply_overrides(config: ExperimentConfig, overrides: Sequence[str]) -> Exper
             continue
         if typing.get_origin(hint) is not Mapping:
             raise ConfigError(f"{section}.{field} is not a mapping, so {key!r} cannot set an entry of it")
-        base = current.get(field, getattr(config, section).__getattribute__(field))
+        base = current.get(field, getattr(getattr(config, section), field))
         mapping = json.loads(json.dumps(base, default=_json_default))
         target = mapping
         for part in parts[2:-1]:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -117,8 +118,6 @@ def lag_search(
     if overwrite:
         for trial_dir in root.glob("lag_*"):
             if trial_dir.is_dir():
-                import shutil
-
                 shutil.rmtree(trial_dir)
     search = config.search
     started = time.perf_counter()

@@ -33,7 +33,7 @@ def write_json(path: str | Path, data: Any) -> None:
     """Write ``data`` as indented JSON atomically (a temporary file renamed over ``path``)."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=_clean) + "\n")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
     os.replace(tmp, path)
 
 
