@@ -217,6 +217,7 @@ def linear_scan(
     probe: jax.Array | None = None,
     chunk_size: int = 64,
     unroll: int = 1,
+    truncation: int | None = None,
 ) -> jax.Array:
     """All states of the linear recurrence ``h_t = a_t * h_{t-1} + b_t`` (elementwise), ``h_0 = h0``.
 
@@ -232,6 +233,10 @@ def linear_scan(
         the probe enters as an extra input term, and ``grad`` with respect to it is ``dL/dh_t``.
       chunk_size: chunk length for ``mode="chunked"``.
       unroll: ``lax.scan`` unroll for ``mode="sequential"``.
+      truncation: ``k`` for truncated BPTT, with the semantics of :func:`bptt_scan`: the state passes through
+        ``stop_gradient`` after steps ``k, 2k, ...``, so ``dL_t/dh_s = 0`` whenever ``s`` and ``t`` lie in
+        different chunks of ``k`` steps; the forward values are unchanged. The chunks run one after another, each
+        in ``mode``. ``None`` (or ``k >= T``) is full BPTT.
 
     Returns:
       ``h: [time, ...]`` with ``h[t]`` the state after step ``t`` (``h[-1]`` is the final state).
@@ -248,10 +253,40 @@ def linear_scan(
         h0 = jnp.zeros(shape[1:], dtype)
     else:
         h0 = jnp.broadcast_to(jnp.asarray(h0), shape[1:]).astype(dtype)
-    if scan_mode is ScanMode.SEQUENTIAL:
-        return _sequential(a, b, h0, unroll)
-    if scan_mode is ScanMode.ASSOCIATIVE:
-        return _associative(a, b, h0)
-    if chunk_size < 1:
-        raise ValueError(f"linear_scan: chunk_size must be >= 1, got {chunk_size!r}")
-    return _chunked(a, b, h0, min(chunk_size, shape[0]))
+    if scan_mode is ScanMode.CHUNKED and (not isinstance(chunk_size, int) or chunk_size < 1):
+        raise ValueError(f"linear_scan: chunk_size must be an int >= 1, got {chunk_size!r}")
+    if truncation is not None and (not isinstance(truncation, int) or truncation < 1):
+        raise ValueError(f"linear_scan: truncation must be a positive int or None, got {truncation!r}")
+
+    def run(a: jax.Array, b: jax.Array, h0: jax.Array) -> jax.Array:
+        if scan_mode is ScanMode.SEQUENTIAL:
+            return _sequential(a, b, h0, unroll)
+        if scan_mode is ScanMode.ASSOCIATIVE:
+            return _associative(a, b, h0)
+        return _chunked(a, b, h0, min(chunk_size, a.shape[0]))
+
+    num_steps = shape[0]
+    if truncation is None or truncation >= num_steps:
+        return run(a, b, h0)
+    return _truncated(run, a, b, h0, truncation)
+
+
+def _truncated(run: Callable, a: jax.Array, b: jax.Array, h0: jax.Array, k: int) -> jax.Array:
+    """``run`` over consecutive chunks of ``k`` steps, the state entering each chunk through ``stop_gradient``."""
+    num_steps = a.shape[0]
+    num_chunks, remainder = divmod(num_steps, k)
+    full = num_chunks * k
+
+    def chunk_body(h, ab):
+        hs = run(ab[0], ab[1], jax.lax.stop_gradient(h))
+        return hs[-1], hs
+
+    split = (num_chunks, k)
+    h_last, hs = jax.lax.scan(
+        chunk_body, h0, (a[:full].reshape(split + a.shape[1:]), b[:full].reshape(split + b.shape[1:]))
+    )
+    hs = hs.reshape((full,) + hs.shape[2:])
+    if remainder:
+        rest = run(a[full:], b[full:], jax.lax.stop_gradient(h_last))
+        hs = jnp.concatenate([hs, rest], axis=0)
+    return hs
