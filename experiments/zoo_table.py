@@ -1,7 +1,7 @@
 """The model-zoo table: each registered mixer's parameter count at d_model = 64, next to its training speed.
 
 Command (the speed column comes from a `lrd bench` run given as input):
-    lrd bench --models all --d-model 64 --seq-len 1024 --batch-size 16 --steps 3 --warmup 1 --no-variants \
+    lrd bench --models all --d-model 64 --seq-len 1024 --batch-size 16 --repeats 3 --warmup 1 --no-variants \
         --peer lstm --out experiments/results/bench_T1024_d64_cpu2.json
     python experiments/zoo_table.py experiments/results/bench_T1024_d64_cpu2.json > experiments/results/zoo_d64.csv
 

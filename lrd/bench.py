@@ -1,8 +1,9 @@
 """``lrd bench``: parameter count, training throughput and forward+backward time per mixer, side by side.
 
-For each requested mixer (and, for linear-recurrence layers, each ``scan_mode``; for layers with several
-computational forms, each form) the benchmark builds the *bare* :class:`lrd.models.SequenceModel` on the adding
-task at length ``T`` with ``hidden_size = d_model`` and measures, in one process:
+For each requested mixer (``bench.models``, default all) and, with ``bench.variants``, each of its ``scan_mode``
+values (its equivalent algorithms, :func:`lrd.cells.base.scan_modes`), the benchmark builds the model of the
+config (by default the *bare* :class:`lrd.models.SequenceModel` on the adding task at length ``T = task.lag``
+with ``hidden_size = d_model``) and measures, in one process:
 
 * ``params``: number of trainable scalars (complex counts twice);
 * ``steps_per_s``: full training steps per second (fresh batch sampled on device, loss, gradients, clipped
@@ -11,7 +12,8 @@ task at length ``T`` with ``hidden_size = d_model`` and measures, in one process
 * ``compile_s``: the time to lower and compile that gradient;
 * ``temp_mib``: the compiler's temporary-buffer estimate for that gradient (``memory_analysis``), where the
   backend reports it; activation memory grows with ``T`` here;
-* ``vs_peer``: ``fwd_bwd_ms`` relative to a peer mixer (default ``lstm``) measured in the same process.
+* ``vs_peer``: ``fwd_bwd_ms`` relative to a peer mixer (``bench.peer``, default ``lstm``) measured in the same
+  process.
 
 Every compiled function is warmed up before timing and every timed call ends in ``block_until_ready``, so
 asynchronous dispatch never hides work. The table states the device and the jax/flax versions; ``--out`` writes
@@ -24,29 +26,28 @@ Example (the numbers of the model-zoo note)::
 
 from __future__ import annotations
 
-import argparse
 import csv
-import dataclasses
 import functools
 import json
 import math
 import platform
 import statistics
-import sys
 import time
 from collections.abc import Sequence
 from typing import Any
 
 import jax
 
+from lrd.config import ExperimentConfig
+
 __all__ = [
-    "BenchSettings",
+    "default_config",
     "mixer_variants",
+    "mixer_config",
     "bench_mixer",
     "run_bench",
     "format_table",
     "write_results",
-    "cli_commands",
 ]
 
 COLUMNS = (
@@ -63,60 +64,24 @@ COLUMNS = (
 )
 
 
-@dataclasses.dataclass(frozen=True)
-class BenchSettings:
-    """What one benchmark run measures (validated)."""
-
-    d_model: int = 64
-    seq_len: int = 1024
-    batch_size: int = 16
-    steps: int = 10
-    warmup: int = 2
-    peer: str = "lstm"
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        for name in ("d_model", "seq_len", "batch_size", "steps"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"bench.{name} must be a positive int, got {value!r}")
-        if self.seq_len < 2:
-            raise ValueError(
-                f"bench.seq_len must be >= 2 (the adding task needs two markers), got {self.seq_len}"
-            )
-        if not isinstance(self.warmup, int) or self.warmup < 1:
-            raise ValueError(f"bench.warmup must be an int >= 1, got {self.warmup!r}")
+def default_config() -> ExperimentConfig:
+    """The base config of ``lrd bench`` without ``--config``: bare model, d_model 64, adding at T=1024, batch 16."""
+    return ExperimentConfig().replace(task={"lag": 1024}, optim={"batch_size": 16})
 
 
 def mixer_variants(name: str) -> list[dict[str, Any]]:
-    """The option sets benchmarked side by side for mixer ``name``.
-
-    * A mixer with a ``scan_mode`` field runs once per :data:`lrd.scan.SCAN_MODES`.
-    * A mixer with a class attribute ``FORMS`` (values of its field ``FORM_FIELD``, default ``"form"``) runs
-      once per form; if it names ``SCAN_FORM`` (the form whose cost depends on the scan mode), that form runs
-      once per scan mode.
-    * Anything else runs once with its registered defaults (``{}``).
-    """
+    """The option sets benchmarked side by side for mixer ``name``: one per ``scan_mode`` value, or ``[{}]``."""
+    from lrd.cells.base import scan_modes
     from lrd.registry import get_mixer
-    from lrd.scan import SCAN_MODES
 
-    cls = get_mixer(name).cls
-    fields = {f.name for f in dataclasses.fields(cls)}
-    has_scan = "scan_mode" in fields
-    form_field = getattr(cls, "FORM_FIELD", "form")
-    forms = tuple(getattr(cls, "FORMS", ())) if form_field in fields else ()
-    if forms:
-        scan_form = getattr(cls, "SCAN_FORM", None)
-        variants: list[dict[str, Any]] = []
-        for form in forms:
-            if has_scan and form == scan_form:
-                variants.extend({form_field: form, "scan_mode": mode} for mode in SCAN_MODES)
-            else:
-                variants.append({form_field: form})
-        return variants
-    if has_scan:
-        return [{"scan_mode": mode} for mode in SCAN_MODES]
-    return [{}]
+    modes = scan_modes(get_mixer(name).cls)
+    return [{"scan_mode": mode} for mode in modes] if modes else [{}]
+
+
+def mixer_config(config: ExperimentConfig, name: str, options: dict[str, Any]) -> ExperimentConfig:
+    """``config`` with the model's mixer set to ``name`` and its options updated by ``options`` (validated)."""
+    own = {**config.model.options.get(name, {}), **options}
+    return config.replace(model={"name": name, "options": {name: own} if own else {}})
 
 
 def _variant_label(options: dict[str, Any]) -> str:
@@ -133,10 +98,10 @@ def _timed_median(fn, args: tuple, repeats: int) -> float:
     return statistics.median(times)
 
 
-def bench_mixer(name: str, options: dict[str, Any], settings: BenchSettings) -> dict[str, Any]:
-    """Measure one mixer with ``options`` (see the module docstring); returns one row of the table."""
-    from lrd.models import build_model, count_params
-    from lrd.registry import build_task, get_mixer
+def bench_mixer(config: ExperimentConfig, name: str, options: dict[str, Any]) -> dict[str, Any]:
+    """Measure mixer ``name`` with ``options`` in the model of ``config``; returns one row of the table."""
+    from lrd.models import count_params
+    from lrd.registry import get_mixer
     from lrd.train import init_state, make_optimizer, train_step
 
     row: dict[str, Any] = {
@@ -144,15 +109,17 @@ def bench_mixer(name: str, options: dict[str, Any], settings: BenchSettings) -> 
         "family": get_mixer(name).family,
         "variant": _variant_label(options),
     }
-    task = build_task("adding", lag=settings.seq_len)
-    model = build_model(name, task, hidden_size=settings.d_model, mode="bare", mixer_options={name: options})
-    optimizer = make_optimizer(1e-3)
-    key = jax.random.PRNGKey(settings.seed)
+    config = mixer_config(config, name, options)
+    task = config.task.build()
+    model = config.model.build(task)
+    optim, bench, batch_size = config.optim, config.bench, config.optim.batch_size
+    optimizer = make_optimizer(optim.learning_rate, optim.clip_norm, optim.weight_decay)
+    key = jax.random.PRNGKey(config.run.seed)
     state = jax.jit(lambda k: init_state(model, task, optimizer, k))(key)
     row["params"] = count_params(state.params)
 
     # Forward + backward on a fixed batch: compile explicitly, then time the compiled function.
-    batch = task.sample(jax.random.fold_in(key, 1), settings.batch_size)
+    batch = task.sample(jax.random.fold_in(key, 1), batch_size)
 
     def loss(params, batch):
         return task.loss(model.apply({"params": params}, batch.inputs), batch)
@@ -162,23 +129,21 @@ def bench_mixer(name: str, options: dict[str, Any], settings: BenchSettings) -> 
     row["compile_s"] = time.perf_counter() - start
     memory = _memory_analysis(compiled)
     row["temp_mib"] = None if memory is None else memory / 2**20
-    _timed_median(compiled, (state.params, batch), settings.warmup)
-    row["fwd_bwd_ms"] = 1e3 * _timed_median(compiled, (state.params, batch), settings.steps)
+    _timed_median(compiled, (state.params, batch), bench.warmup)
+    row["fwd_bwd_ms"] = 1e3 * _timed_median(compiled, (state.params, batch), bench.repeats)
 
     # Training steps: the state threads through, so blocking once at the end waits for all of them.
     step = jax.jit(
-        functools.partial(
-            train_step, model=model, task=task, optimizer=optimizer, batch_size=settings.batch_size
-        )
+        functools.partial(train_step, model=model, task=task, optimizer=optimizer, batch_size=batch_size)
     )
-    for _ in range(settings.warmup):
+    for _ in range(bench.warmup):
         state, _ = step(state)
     jax.block_until_ready(state)
     start = time.perf_counter()
-    for _ in range(settings.steps):
+    for _ in range(bench.repeats):
         state, _ = step(state)
     jax.block_until_ready(state)
-    row["steps_per_s"] = settings.steps / (time.perf_counter() - start)
+    row["steps_per_s"] = bench.repeats / (time.perf_counter() - start)
     return row
 
 
@@ -206,45 +171,66 @@ def environment() -> dict[str, Any]:
     }
 
 
-def run_bench(
-    names: Sequence[str],
-    settings: BenchSettings,
-    *,
-    variants: bool = True,
-    log=None,
-) -> dict[str, Any]:
-    """Benchmark ``names`` (each of its :func:`mixer_variants` unless ``variants=False``) and the peer.
+def bench_settings(config: ExperimentConfig) -> dict[str, Any]:
+    """The settings a table is headed by (and the JSON records)."""
+    task = config.task.build()
+    return {
+        "task": config.task.name,
+        "d_model": config.model.hidden_size,
+        "seq_len": task.seq_len,
+        "batch_size": config.optim.batch_size,
+        "setting": config.model.setting,
+        "num_layers": config.model.num_layers,
+        "repeats": config.bench.repeats,
+        "warmup": config.bench.warmup,
+        "peer": config.bench.peer,
+        "seed": config.run.seed,
+    }
 
-    Returns ``{"settings": {...}, "environment": {...}, "rows": [...]}``. A mixer that fails to build or run
-    gets a row with its ``error`` and the others go on.
+
+def run_bench(config: ExperimentConfig, *, log=None) -> dict[str, Any]:
+    """Benchmark the mixers of ``config.bench`` (each of its :func:`mixer_variants` if ``bench.variants``) and
+    the peer.
+
+    Returns ``{"settings": {...}, "environment": {...}, "rows": [...]}``. Every mixer's config is validated
+    first (:class:`lrd.errors.ConfigError` before any compute); a mixer that then fails to compile or run gets
+    a row with its ``error`` and the others go on.
     """
-    from lrd.registry import get_mixer
+    from lrd.registry import get_mixer, mixer_names
 
-    for name in list(names) + [settings.peer]:
-        get_mixer(name)  # unknown names fail before any compute, listing the allowed ones
+    names = list(config.bench.models) or mixer_names()
+    peer = config.bench.peer
+    measured = list(dict.fromkeys(names))
+    if peer not in measured:
+        measured.append(peer)
+    # Every (mixer, variant) config is validated before anything is compiled: an option one of them cannot
+    # honour is a ConfigError now, not a missing row later.
+    plan = [
+        (name, options)
+        for name in measured
+        for options in (mixer_variants(name) if config.bench.variants else [{}])
+    ]
+    for name, options in plan:
+        mixer_config(config, name, options)
     rows = []
     peer_ms = None
-    measured = list(dict.fromkeys(names))
-    if settings.peer not in measured:
-        measured.append(settings.peer)
-    for name in measured:
-        for options in mixer_variants(name) if variants else [{}]:
-            try:
-                row = bench_mixer(name, options, settings)
-            except Exception as err:  # noqa: BLE001 - report the failure as data and continue
-                row = {"mixer": name, "family": get_mixer(name).family, "variant": _variant_label(options)}
-                row["error"] = f"{type(err).__name__}: {err}".splitlines()[0][:300]
-            row["peer_only"] = name not in names
-            rows.append(row)
-            if name == settings.peer and peer_ms is None and "fwd_bwd_ms" in row:
-                peer_ms = row["fwd_bwd_ms"]
-            if log is not None:
-                log(_row_summary(row))
+    for name, options in plan:
+        try:
+            row = bench_mixer(config, name, options)
+        except Exception as err:  # noqa: BLE001 - a failure to compile or run is reported as data
+            row = {"mixer": name, "family": get_mixer(name).family, "variant": _variant_label(options)}
+            row["error"] = f"{type(err).__name__}: {err}".splitlines()[0][:300]
+        row["peer_only"] = name not in names
+        rows.append(row)
+        if name == peer and peer_ms is None and "fwd_bwd_ms" in row:
+            peer_ms = row["fwd_bwd_ms"]
+        if log is not None:
+            log(_row_summary(row))
     for row in rows:
         row["vs_peer"] = row["fwd_bwd_ms"] / peer_ms if peer_ms and "fwd_bwd_ms" in row else None
         for column in COLUMNS:
             row.setdefault(column, None)
-    return {"settings": dataclasses.asdict(settings), "environment": environment(), "rows": rows}
+    return {"settings": bench_settings(config), "environment": environment(), "rows": rows}
 
 
 def _row_summary(row: dict[str, Any]) -> str:
@@ -270,8 +256,8 @@ def format_table(result: dict[str, Any]) -> str:
     """The result as a fixed-width text table, headed by the settings and the environment."""
     s, env = result["settings"], result["environment"]
     header = (
-        f"lrd bench: bare model on adding, d_model={s['d_model']} T={s['seq_len']} batch={s['batch_size']} "
-        f"(median of {s['steps']} after {s['warmup']} warm-up)\n"
+        f"lrd bench: {s['setting']} model on {s['task']}, d_model={s['d_model']} T={s['seq_len']} "
+        f"batch={s['batch_size']} (median of {s['repeats']} after {s['warmup']} warm-up)\n"
         f"device={env['device']} x{env['num_devices']}  jax={env['jax']}  flax={env['flax']}  "
         f"python={env['python']}  peer={s['peer']}"
     )
@@ -334,63 +320,3 @@ def write_results(result: dict[str, Any], path: str) -> None:
         with open(path, "w") as f:
             json.dump(result, f, indent=2)
             f.write("\n")
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# CLI
-
-
-def _configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--models", default="all", help="comma-separated mixer names, or 'all' (see `lrd list`)"
-    )
-    parser.add_argument("--d-model", type=int, default=64, help="hidden size of the bare model")
-    parser.add_argument("--seq-len", type=int, default=1024, help="sequence length T (adding task lag)")
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--steps", type=int, default=10, help="timed repetitions per measurement")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed repetitions first (compile, caches)")
-    parser.add_argument("--peer", default="lstm", help="mixer the 'vs peer' column divides by")
-    parser.add_argument(
-        "--no-variants", action="store_true", help="registered defaults only, no scan modes/forms"
-    )
-    parser.add_argument("--out", default=None, help="write the rows to this .json or .csv file")
-    parser.add_argument("--seed", type=int, default=0)
-
-
-def cmd_bench(args: argparse.Namespace) -> int:
-    """``lrd bench``: params, steps/s and fwd+bwd time per mixer and scan mode, with device and versions."""
-    from lrd.cli import UsageError
-    from lrd.registry import mixer_names
-
-    names = (
-        mixer_names() if args.models == "all" else [m.strip() for m in args.models.split(",") if m.strip()]
-    )
-    if not names:
-        raise UsageError("--models must name at least one mixer, or 'all'")
-    if args.out is not None and not (args.out.endswith(".json") or args.out.endswith(".csv")):
-        raise UsageError(f"--out must end in .json or .csv, got {args.out!r}")
-    try:
-        settings = BenchSettings(
-            d_model=args.d_model,
-            seq_len=args.seq_len,
-            batch_size=args.batch_size,
-            steps=args.steps,
-            warmup=args.warmup,
-            peer=args.peer,
-            seed=args.seed,
-        )
-        result = run_bench(
-            names, settings, variants=not args.no_variants, log=lambda line: print(line, file=sys.stderr)
-        )
-    except ValueError as err:
-        raise UsageError(str(err)) from None
-    print(format_table(result))
-    if args.out:
-        write_results(result, args.out)
-        print(f"wrote {args.out}")
-    return 0
-
-
-def cli_commands() -> dict[str, tuple]:
-    """Subcommands this module adds to ``lrd`` (see :func:`lrd.cli._register_optional_commands`)."""
-    return {"bench": (_configure, cmd_bench)}

@@ -1,27 +1,33 @@
-"""Typed, validated experiment configs: frozen dataclasses, Python config files, dotted command-line overrides.
+"""Typed, validated experiment configs: the one config path of every ``lrd`` command.
 
-An :class:`ExperimentConfig` has five sections, each a frozen dataclass validated in ``__post_init__``:
+An :class:`ExperimentConfig` has six sections, each a frozen dataclass validated in ``__post_init__``:
 
-* ``model``  (:class:`ModelConfig`): mixer name or ``+``-pattern, sizes, mode, truncation, per-mixer options;
+* ``model``  (:class:`ModelConfig`): mixer name or ``+``-pattern, sizes, setting, model-wide mixer options
+  (``truncation``, ``scan_mode``) and per-mixer options;
 * ``task``   (:class:`TaskConfig`): task name, lag, task options;
 * ``optim``  (:class:`OptimConfig`): optimizer, learning rate, clipping, batch size;
 * ``run``    (:class:`RunConfig`): workdir, steps, seeds, evaluation and checkpoint cadence, fault limits;
-* ``search`` (:class:`SearchConfig`): the max-lag search protocol (used by ``lrd lag-search`` only).
+* ``search`` (:class:`SearchConfig`): the max-lag search protocol (used by ``lrd lag-search`` only);
+* ``bench``  (:class:`BenchConfig`): which mixers ``lrd bench`` times and how (used by ``lrd bench`` only).
 
-Every bad value fails at construction, before any compute, with a :class:`ConfigError` (a ``ValueError``) whose
-message names the field (``model.hidden_size``) and, for names, the allowed values.
+Every bad value fails at construction, before any compute, with a :class:`lrd.errors.ConfigError` (a
+``ValueError``) whose message names the field (``model.hidden_size``) and, for names, the allowed values. Each
+field is validated in exactly one place: here, or, for mixer options, in the mixer's own
+:meth:`lrd.cells.base.Mixer.check`, which :class:`ModelConfig` calls and re-states under the path the user typed.
 
-Config files live in ``experiments/configs/*.py`` and define ``get_config() -> ExperimentConfig``
-(:func:`load_config`). Overrides are ``section.field=value`` strings (:func:`apply_overrides`); values are parsed
-according to the field's type, and ``task.options.min_lag=10`` sets one entry of a mapping field.
-A config round-trips through JSON (:meth:`ExperimentConfig.to_dict` / :meth:`ExperimentConfig.from_dict`), which
-is what a run writes to ``workdir/config.json``.
+Config files live in ``experiments/configs/*.py`` and define ``get_config(arg=None) -> ExperimentConfig``; they
+are loaded by path or by preset name, with an optional argument after a colon (``adding:model=gru``, see
+:func:`load_config` and :func:`parse_config_arg`). Overrides are ``section.field=value`` strings
+(:func:`apply_overrides`); values are parsed according to the field's type, and ``task.options.min_lag=10`` sets
+one entry of a mapping field. A config round-trips through JSON (:meth:`ExperimentConfig.to_dict` /
+:meth:`ExperimentConfig.from_dict`), which is what a run writes to ``workdir/config.json``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import inspect
 import json
 import math
 import types
@@ -30,6 +36,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from lrd.errors import ConfigError, OptionError
+
 __all__ = [
     "ConfigError",
     "ModelConfig",
@@ -37,19 +45,24 @@ __all__ = [
     "OptimConfig",
     "RunConfig",
     "SearchConfig",
+    "BenchConfig",
     "ExperimentConfig",
     "OPTIMIZERS",
+    "SETTINGS",
+    "MODEL_WIDE_OPTIONS",
     "load_config",
+    "parse_config_arg",
     "apply_overrides",
+    "check_unique",
     "parse_override_args",
     "config_diff",
 ]
 
 OPTIMIZERS = ("adam", "adamw")
-
-
-class ConfigError(ValueError):
-    """An invalid config value; the message names the field (``section.field``)."""
+SETTINGS = ("bare", "block")  # the two model settings, see lrd.models
+NORMS = ("layernorm", "rmsnorm")
+MODEL_WIDE_OPTIONS = ("truncation", "scan_mode")  # model.* fields given to every mixer of the pattern
+PRESET_DIR = Path(__file__).resolve().parent.parent / "experiments" / "configs"
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -108,14 +121,20 @@ def _mapping(field: str, value: Any) -> None:
 class ModelConfig:
     """The network: ``name`` is a mixer (``lrd list``) or a ``+``-joined pattern such as ``"lstm+attention"``.
 
-    ``options`` maps a mixer name to options of that mixer, e.g. ``{"rnn": {"spectral_radius": 0.9}}``.
-    ``truncation`` (truncated BPTT) and ``scan_mode`` are forwarded to every mixer that has the field.
+    ``setting`` is ``"bare"`` (inputs -> cells -> readout, the 1997 setting) or ``"block"`` (pre-norm residual
+    blocks, the modern setting); see :mod:`lrd.models`.
+
+    ``truncation`` (truncated BPTT) and ``scan_mode`` (which equivalent algorithm) are model-wide: they are given
+    to *every* mixer of the pattern, and a mixer that cannot honour them is an error naming the mixers that can.
+    ``options`` maps a mixer name to options of that mixer, e.g. ``{"rnn": {"spectral_radius": 0.9}}``; an entry
+    there overrides a model-wide value for that mixer (``model.options.lstm.truncation`` truncates only the LSTM
+    of an ``lstm+attention`` hybrid).
     """
 
     name: str = "lstm"
     hidden_size: int = 64
     num_layers: int = 1
-    mode: str = "bare"
+    setting: str = "bare"
     norm: str = "layernorm"
     mlp_ratio: int = 4
     truncation: int | None = None
@@ -124,60 +143,91 @@ class ModelConfig:
 
     @property
     def mixers(self) -> tuple[str, ...]:
+        """The pattern as a tuple of mixer names, cycled over the layers."""
         return tuple(m.strip() for m in self.name.split("+"))
 
     def __post_init__(self) -> None:
-        from lrd.models import MODES, NORMS
-        from lrd.registry import get_mixer, mixer_names
-        from lrd.scan import SCAN_MODES
+        from lrd.registry import mixer_names
 
-        if not isinstance(self.name, str) or not self.name:
+        if not isinstance(self.name, str) or not self.name.strip():
             raise ConfigError(f"model.name must be a mixer name, got {self.name!r}")
         allowed = mixer_names()
         for mixer in self.mixers:
             _choice("model.name", mixer, allowed)
         _positive_int("model.hidden_size", self.hidden_size)
         _positive_int("model.num_layers", self.num_layers)
-        _choice("model.mode", self.mode, MODES)
+        _choice("model.setting", self.setting, SETTINGS)
         _choice("model.norm", self.norm, NORMS)
         _non_negative_int("model.mlp_ratio", self.mlp_ratio)
         if self.truncation is not None:
             _positive_int("model.truncation", self.truncation)
-        if self.scan_mode is not None:
-            _choice("model.scan_mode", self.scan_mode, SCAN_MODES)
+        if self.scan_mode is not None and not isinstance(self.scan_mode, str):
+            raise ConfigError(f"model.scan_mode must be a name or None, got {self.scan_mode!r}")
         _mapping("model.options", self.options)
         for mixer, options in self.options.items():
             if mixer not in self.mixers:
                 raise ConfigError(
                     f"model.options names mixer {mixer!r}, which is not in model.name={self.name!r}; "
-                    f"allowed values: {', '.join(self.mixers)}"
+                    f"allowed values: {', '.join(dict.fromkeys(self.mixers))}"
                 )
             _mapping(f"model.options.{mixer}", options)
-            fields = {f.name for f in dataclasses.fields(get_mixer(mixer).cls)} - {
-                "parent",
-                "name",
-                "hidden_size",
-            }
-            for key in options:
-                _choice(f"model.options.{mixer} key", key, sorted(fields))
+        self.mixer_options()  # every mixer checks the options it is given
+
+    def mixer_options(self) -> dict[str, dict[str, Any]]:
+        """``{mixer: options}`` for every mixer of the pattern: the model-wide options, then its own; checked.
+
+        Raises :class:`ConfigError` naming the option as the user set it (``model.truncation`` or
+        ``model.options.MIXER.FIELD``) when a mixer does not have it, or has it but cannot honour its value.
+        """
+        from lrd.registry import build_mixer, mixer_defaults, mixer_names
+
+        resolved_all: dict[str, dict[str, Any]] = {}
+        for mixer in dict.fromkeys(self.mixers):
+            defaults = mixer_defaults(mixer)
+            resolved: dict[str, Any] = {}
+            for field in MODEL_WIDE_OPTIONS:
+                value = getattr(self, field)
+                if value is None:
+                    continue
+                if field not in defaults:
+                    accepting = [n for n in mixer_names() if field in mixer_defaults(n)]
+                    raise ConfigError(
+                        f"model.{field}={value!r} cannot be applied to mixer {mixer!r}, which has no {field} option; "
+                        f"mixers that accept {field}: {', '.join(accepting)}. In a pattern, set it for some "
+                        f"mixers only with model.options.MIXER.{field}"
+                    )
+                resolved[field] = value
+            own = dict(self.options.get(mixer, {}))
+            for key in own:
+                _choice(f"model.options.{mixer} key", key, sorted(defaults))
+            resolved.update(own)
+            try:
+                build_mixer(mixer, self.hidden_size, **resolved).check()
+            except OptionError as err:
+                if err.field == "hidden_size":
+                    where = "model.hidden_size"
+                elif err.field in own or err.field not in resolved:
+                    where = f"model.options.{mixer}.{err.field}"
+                else:
+                    where = f"model.{err.field}"
+                raise ConfigError(f"{where}={err.value!r}: {err.detail} (mixer {mixer!r})") from None
+            resolved_all[mixer] = resolved
+        return resolved_all
 
     def build(self, task: Any):
         """The :class:`lrd.models.SequenceModel` for ``task``."""
-        from lrd.models import build_model
+        from lrd.models import SequenceModel
 
-        scan_options: dict[str, Any] = {}
-        if self.truncation is not None:
-            scan_options["truncation"] = self.truncation
-        if self.scan_mode is not None:
-            scan_options["scan_mode"] = self.scan_mode
-        return build_model(
-            self.mixers,
-            task,
+        tokens = task.input_kind == "tokens"
+        return SequenceModel(
+            mixers=self.mixers,
             hidden_size=self.hidden_size,
-            mode=self.mode,
+            output_dim=task.output_dim,
+            input_kind=task.input_kind,
+            vocab_size=task.vocab_size if tokens else 0,
+            setting=self.setting,
             num_layers=self.num_layers,
-            mixer_options={k: dict(v) for k, v in self.options.items()},
-            scan_options=scan_options,
+            mixer_options=self.mixer_options(),
             norm=self.norm,
             mlp_ratio=self.mlp_ratio,
         )
@@ -242,9 +292,13 @@ class OptimConfig:
 
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
-    """One run's bookkeeping. ``checkpoint_every`` must be a multiple of ``eval_every`` (checkpoints are taken
-    after evaluations). A run stops with a numerical-fault error when, in one evaluation interval, some seed had
-    more than ``max_skip_fraction`` of its steps skipped for a non-finite loss or gradient."""
+    """One run's bookkeeping.
+
+    The held-out evaluation runs every ``eval_every`` steps and after the last step (``eval_every > steps``
+    means: once, at the end). A checkpoint is written after the first evaluation at or past every multiple of
+    ``checkpoint_every`` (with ``eval_every`` dividing it, exactly at those multiples), and after the last step.
+    A run stops with a numerical-fault error when, in one evaluation interval, some seed had more than
+    ``max_skip_fraction`` of its steps skipped for a non-finite loss or gradient."""
 
     workdir: str | None = None
     steps: int = 2000
@@ -271,13 +325,6 @@ class RunConfig:
         ):
             _positive_int(f"run.{name}", getattr(self, name))
         _non_negative_int("run.seed", self.seed)
-        if self.eval_every > self.steps:
-            raise ConfigError(f"run.eval_every={self.eval_every} must be <= run.steps={self.steps}")
-        if self.checkpoint_every % self.eval_every:
-            raise ConfigError(
-                f"run.checkpoint_every={self.checkpoint_every} must be a multiple of run.eval_every="
-                f"{self.eval_every} (checkpoints are taken after evaluations)"
-            )
         _bool("run.early_stop", self.early_stop)
         _bool("run.tensorboard", self.tensorboard)
         _fraction("run.max_skip_fraction", self.max_skip_fraction)
@@ -314,13 +361,49 @@ class SearchConfig:
         _non_negative_int("search.max_bisections", self.max_bisections)
 
 
+@dataclasses.dataclass(frozen=True)
+class BenchConfig:
+    """What ``lrd bench`` measures (:mod:`lrd.bench`); sizes come from the other sections.
+
+    ``models``: mixer names to time (empty: every registered mixer); ``peer``: the mixer the ``vs_peer`` column
+    divides by, measured in the same process; ``repeats`` timed and ``warmup`` untimed calls per measurement;
+    ``variants``: time every ``scan_mode`` of each mixer, not only its default.
+    """
+
+    models: tuple[str, ...] = ()
+    peer: str = "lstm"
+    repeats: int = 10
+    warmup: int = 2
+    variants: bool = True
+
+    def __post_init__(self) -> None:
+        from lrd.registry import mixer_names
+
+        if isinstance(self.models, list):
+            object.__setattr__(self, "models", tuple(self.models))
+        if not isinstance(self.models, tuple):
+            raise ConfigError(f"bench.models must be a list of mixer names, got {self.models!r}")
+        allowed = mixer_names()
+        for name in self.models:
+            _choice("bench.models", name, allowed)
+        _choice("bench.peer", self.peer, allowed)
+        _positive_int("bench.repeats", self.repeats)
+        _positive_int("bench.warmup", self.warmup)
+        _bool("bench.variants", self.variants)
+
+
 SECTIONS: dict[str, type] = {
     "model": ModelConfig,
     "task": TaskConfig,
     "optim": OptimConfig,
     "run": RunConfig,
     "search": SearchConfig,
+    "bench": BenchConfig,
 }
+
+# Fields renamed since configs were first written: (section, old name) -> new name. A config.json of an older
+# run still loads.
+_RENAMED_FIELDS = {("model", "mode"): "setting"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -332,6 +415,7 @@ class ExperimentConfig:
     optim: OptimConfig = dataclasses.field(default_factory=OptimConfig)
     run: RunConfig = dataclasses.field(default_factory=RunConfig)
     search: SearchConfig = dataclasses.field(default_factory=SearchConfig)
+    bench: BenchConfig = dataclasses.field(default_factory=BenchConfig)
 
     def __post_init__(self) -> None:
         for name, cls in SECTIONS.items():
@@ -340,11 +424,15 @@ class ExperimentConfig:
                     f"{name} must be a {cls.__name__}, got {type(getattr(self, name)).__name__}"
                 )
         seq_len = self.task.build().seq_len
-        if self.model.truncation is not None and self.model.truncation > seq_len:
-            raise ConfigError(
-                f"model.truncation={self.model.truncation} exceeds the sequence length {seq_len} of "
-                f"task {self.task.name!r} (task.lag={self.task.lag}); use a truncation <= {seq_len} or none"
-            )
+        for mixer, options in self.model.mixer_options().items():
+            truncation = options.get("truncation")
+            if truncation is not None and truncation > seq_len:
+                own = "truncation" in self.model.options.get(mixer, {})
+                where = f"model.options.{mixer}.truncation" if own else "model.truncation"
+                raise ConfigError(
+                    f"{where}={truncation} exceeds the sequence length {seq_len} of task {self.task.name!r} "
+                    f"(task.lag={self.task.lag}); use a truncation <= {seq_len} or none"
+                )
 
     # -- serialisation ---------------------------------------------------------------------------------------
 
@@ -365,6 +453,7 @@ class ExperimentConfig:
             values = data.get(name, {})
             if not isinstance(values, Mapping):
                 raise ConfigError(f"config section {name!r} must be a mapping, got {values!r}")
+            values = {_RENAMED_FIELDS.get((name, key), key): value for key, value in values.items()}
             fields = {f.name for f in dataclasses.fields(section_cls)}
             bad = sorted(set(values) - fields)
             if bad:
@@ -396,28 +485,69 @@ def _json_default(value: Any) -> Any:
 # Config files and overrides.
 
 
-def load_config(path: str | Path) -> ExperimentConfig:
-    """Import ``path`` (a ``.py`` file, or a preset name under ``experiments/configs``) and call ``get_config()``."""
-    path = Path(path)
+def preset_names() -> list[str]:
+    """The config files of ``experiments/configs`` by name (the names ``--config`` accepts)."""
+    return sorted(p.stem for p in PRESET_DIR.glob("*.py") if not p.stem.startswith("_"))
+
+
+def parse_config_arg(arg: str | None, **defaults: str) -> dict[str, str]:
+    """``"model=gru,lag=200"`` -> ``{"model": "gru", "lag": "200"}`` over ``defaults``; for ``get_config(arg)``.
+
+    The keys a config file accepts are those of ``defaults``; any other key is a :class:`ConfigError` listing
+    them. A bare value without ``=`` sets the first key (``adding:gru`` is ``adding:model=gru``).
+    """
+    values = dict(defaults)
+    for item in (arg or "").split(","):
+        item = item.strip()
+        if not item:
+            continue
+        key, sep, value = item.partition("=")
+        if not sep:
+            if not defaults:
+                raise ConfigError(f"config argument {item!r}: this config takes no argument")
+            key, value = next(iter(defaults)), item
+        key, value = key.strip(), value.strip()
+        if key not in defaults:
+            raise ConfigError(
+                f"config argument {key!r} is unknown; allowed values: {', '.join(defaults) or '(none)'}"
+            )
+        values[key] = value
+    return values
+
+
+def load_config(spec: str | Path) -> ExperimentConfig:
+    """The config of ``spec``: ``PATH.py`` or a preset name, optionally followed by ``:ARG``.
+
+    The file is imported and its ``get_config(arg)`` called with ``ARG`` (or ``get_config()`` when none is
+    given), e.g. ``load_config("adding:model=gru")`` or ``load_config("experiments/configs/copy.py:model=rnn")``.
+    """
+    text = str(spec)
+    arg = None
+    base, sep, rest = text.rpartition(":")
+    if sep and base and "/" not in rest and not Path(text).exists():
+        text, arg = base, rest
+    path = Path(text)
     if path.suffix != ".py" and not path.exists():
-        candidate = Path(__file__).resolve().parent.parent / "experiments" / "configs" / f"{path}.py"
+        candidate = PRESET_DIR / f"{path}.py"
         path = candidate if candidate.exists() else path
     if not path.is_file():
-        presets = sorted(
-            p.stem for p in (Path(__file__).resolve().parent.parent / "experiments" / "configs").glob("*.py")
-        )
         raise ConfigError(
-            f"config file {str(path)!r} does not exist; allowed values: a .py file or a preset "
-            f"({', '.join(p for p in presets if not p.startswith('_')) or 'none found'})"
+            f"config file {text!r} does not exist; allowed values: a .py file or a preset "
+            f"({', '.join(preset_names()) or 'none found'}), optionally followed by :ARG"
         )
-    spec = importlib.util.spec_from_file_location(f"lrd_config_{path.stem}", path)
-    module = importlib.util.module_from_spec(spec)
-    assert spec.loader is not None
-    spec.loader.exec_module(module)
+    module_spec = importlib.util.spec_from_file_location(f"lrd_config_{path.stem}", path)
+    module = importlib.util.module_from_spec(module_spec)
+    assert module_spec.loader is not None
+    module_spec.loader.exec_module(module)
     get_config = getattr(module, "get_config", None)
     if not callable(get_config):
         raise ConfigError(f"config file {str(path)!r} must define get_config() -> ExperimentConfig")
-    config = get_config()
+    if arg is None:
+        config = get_config()
+    elif inspect.signature(get_config).parameters:
+        config = get_config(arg)
+    else:
+        raise ConfigError(f"config file {str(path)!r} takes no argument, got {arg!r}")
     if not isinstance(config, ExperimentConfig):
         raise ConfigError(
             f"get_config() in {str(path)!r} returned {type(config).__name__}, not ExperimentConfig"
@@ -456,9 +586,18 @@ def _parse_value(key: str, raw: str, hint: Any) -> Any:
             raise ConfigError(f"{key} must be a number, got {raw!r}") from None
     if hint is str:
         return raw
-    if origin is tuple:  # tuple[int, ...]: "10,20,50" or a JSON list
+    if origin is tuple:  # tuple[int, ...] or tuple[str, ...]: "10,20,50" or a JSON list
         text = raw.strip()
-        items = json.loads(text) if text.startswith("[") else [s for s in text.split(",") if s.strip()]
+        try:
+            items = (
+                json.loads(text)
+                if text.startswith("[")
+                else [s.strip() for s in text.split(",") if s.strip()]
+            )
+        except json.JSONDecodeError:
+            raise ConfigError(f"{key} must be a comma-separated list or a JSON list, got {raw!r}") from None
+        if args[0] is str:
+            return tuple(str(i) for i in items)
         try:
             return tuple(int(i) for i in items)
         except (TypeError, ValueError):
@@ -480,7 +619,7 @@ def _json_or_str(raw: str) -> Any:
 
 
 def apply_overrides(config: ExperimentConfig, overrides: Sequence[str]) -> ExperimentConfig:
-    """Apply ``["model.hidden_size=128", "task.options.min_lag=10", ...]`` and re-validate.
+    """Apply ``["model.hidden_size=128", "task.options.min_lag=10", ...]`` in order and re-validate.
 
     ``section.field=value`` parses ``value`` by the field's type; ``section.mapping_field.key=value`` sets one
     entry of a mapping (the value parsed as JSON when it can be, else kept as a string), and
@@ -520,6 +659,16 @@ def apply_overrides(config: ExperimentConfig, overrides: Sequence[str]) -> Exper
         target[parts[-1]] = _json_or_str(raw)
         current[field] = mapping
     return config.replace(**changes)
+
+
+def check_unique(overrides: Sequence[str]) -> None:
+    """A command line must not give a field twice (say ``--lag 5 --task.lag 6``): a :class:`ConfigError`."""
+    seen: set[str] = set()
+    for item in overrides:
+        key = item.partition("=")[0]
+        if key in seen:
+            raise ConfigError(f"{key} is given twice; give each field once")
+        seen.add(key)
 
 
 def parse_override_args(argv: Sequence[str]) -> list[str]:

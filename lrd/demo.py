@@ -16,15 +16,14 @@ import sys
 import time
 from collections.abc import Sequence
 
-from lrd.models import build_model
-from lrd.tasks.adding import Adding
-from lrd.train import TrainSettings, train
+from lrd.config import ConfigError, ExperimentConfig, ModelConfig, OptimConfig, RunConfig, TaskConfig
+from lrd.runner import train_in_memory
 
 DEFAULT_MODELS = ("rnn", "lstm")
 DEFAULT_LAGS = (25, 50, 100)
 
 
-def run_demo(
+def demo_configs(
     models: Sequence[str] = DEFAULT_MODELS,
     lags: Sequence[int] = DEFAULT_LAGS,
     *,
@@ -33,35 +32,37 @@ def run_demo(
     batch_size: int = 64,
     learning_rate: float = 3e-3,
     seed: int = 0,
-    progress: bool = True,
-) -> list[dict]:
-    """Train every (model, lag) pair once with the same budget; return one row per pair."""
+) -> list[ExperimentConfig]:
+    """One validated config per (lag, model) pair, all with the same budget (a bad value fails here, at once)."""
+    return [
+        ExperimentConfig(
+            model=ModelConfig(name=name, hidden_size=hidden_size),
+            task=TaskConfig(name="adding", lag=lag),
+            optim=OptimConfig(learning_rate=learning_rate, batch_size=batch_size),
+            run=RunConfig(steps=steps, seed=seed, eval_every=100, eval_batch_size=1000),
+        )
+        for lag in lags
+        for name in models
+    ]
+
+
+def run_demo(configs: Sequence[ExperimentConfig], *, progress: bool = True) -> list[dict]:
+    """Train every config once (one seed); return one row per config."""
     rows = []
-    for lag in lags:
-        task = Adding(lag=lag)
-        for name in models:
-            model = build_model(name, task, hidden_size=hidden_size)
-            settings = TrainSettings(
-                steps=steps,
-                batch_size=batch_size,
-                learning_rate=learning_rate,
-                seed=seed,
-                eval_every=100,
-                eval_batch_size=1000,
-            )
-            _, summary = train(model, task, settings, progress=progress, description=f"{name:>5} lag={lag}")
-            rows.append(
-                {
-                    "model": name,
-                    "lag": lag,
-                    "solved": bool(summary["solved"][0]),
-                    "final_mse": float(summary["final_eval"]["loss"][0]),
-                    "chance_mse": task.chance_loss,
-                    "steps_to_solve": summary["steps_to_solve"][0],
-                    "steps_run": summary["steps_run"],
-                    "wall_time_s": round(summary["wall_time_s"], 1),
-                }
-            )
+    for config in configs:
+        summary = train_in_memory(config, progress=progress)
+        rows.append(
+            {
+                "model": config.model.name,
+                "lag": config.task.lag,
+                "solved": bool(summary["solved"][0]),
+                "final_mse": float(summary["final_eval"]["loss"][0]),
+                "chance_mse": summary["chance_loss"],
+                "steps_to_solve": summary["steps_to_solve"][0],
+                "steps_run": summary["steps_run"],
+                "wall_time_s": round(summary["wall_time_s"], 1),
+            }
+        )
     return rows
 
 
@@ -94,10 +95,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="write the rows as JSON lines to this file")
     args = parser.parse_args(argv)
-    if any(lag < 2 for lag in args.lags):
-        parser.error(f"--lags must all be >= 2, got {args.lags}")
     t0 = time.perf_counter()
-    rows = run_demo(args.models, args.lags, steps=args.steps, hidden_size=args.hidden_size, seed=args.seed)
+    try:
+        configs = demo_configs(
+            args.models, args.lags, steps=args.steps, hidden_size=args.hidden_size, seed=args.seed
+        )
+    except ConfigError as err:
+        parser.error(str(err))
+    rows = run_demo(configs)
     print()
     print(format_table(rows))
     print(f"\ntotal wall time: {time.perf_counter() - t0:.0f}s")

@@ -21,7 +21,6 @@ rewritten after every trial and ``workdir/lag_search.png`` plots the fraction of
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import shutil
@@ -31,11 +30,12 @@ from typing import Any
 
 import jax
 
-from lrd.config import ConfigError, ExperimentConfig
-from lrd.logging import write_json
-from lrd.runner import NumericalFault, prepare_workdir, run_experiment
+from lrd.config import ExperimentConfig
+from lrd.errors import NumericalFault
+from lrd.metrics_log import write_json
+from lrd.runner import prepare_workdir, run_experiment
 
-__all__ = ["lag_search", "trial_config", "next_bisection_lag", "plot_lag_search", "cli_commands"]
+__all__ = ["lag_search", "trial_config", "next_bisection_lag", "plot_lag_search", "format_result"]
 
 
 def trial_config(config: ExperimentConfig, lag: int, root: Path) -> ExperimentConfig:
@@ -197,6 +197,7 @@ def plot_lag_search(result: dict[str, Any], path: str | Path) -> None:
 
 
 def format_result(result: dict[str, Any]) -> str:
+    """The search as a table: every lag tried, whether it was learnable, and the steps to solve per seed."""
     lines = [f"{'lag':>6}  {'phase':<6}  {'solved':>6}  learnable  steps to solve"]
     for t in result["trials"]:
         steps = ", ".join(str(s["steps_to_solve"]) for s in t["seeds"])
@@ -209,45 +210,3 @@ def format_result(result: dict[str, Any]) -> str:
         f"{result['device']})"
     )
     return "\n".join(lines)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# CLI: ``lrd lag-search``.
-
-
-def _add_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--config", default=None, help="config file or preset name (default: built-in defaults)"
-    )
-    parser.add_argument("--model", default=None, help="shorthand for --model.name")
-    parser.add_argument("--task", default=None, help="shorthand for --task.name")
-    parser.add_argument(
-        "--workdir", default=None, help="shorthand for --run.workdir (default: runs/lag_search/M_T)"
-    )
-    parser.add_argument(
-        "--overwrite", action="store_true", help="discard a previous search with another config"
-    )
-    parser.add_argument("--json", action="store_true", help="print lag_search.json instead of the table")
-    parser.set_defaults(accepts_overrides=True)
-
-
-def cmd_lag_search(args: argparse.Namespace) -> int:
-    """``lrd lag-search``: the maximum learnable lag (geometric sweep, then bisection); resumable."""
-    from lrd.cli import UsageError
-    from lrd.runner import config_from_args
-
-    try:
-        config = config_from_args(args, args.overrides, {"model.name": args.model, "task.name": args.task})
-        if args.workdir or config.run.workdir is None:
-            workdir = args.workdir or f"runs/lag_search/{config.model.name}_{config.task.name}"
-            config = config.replace(run={"workdir": workdir})
-        result = lag_search(config, overwrite=args.overwrite)
-    except (ConfigError, FileNotFoundError) as err:
-        raise UsageError(str(err)) from None
-    print(json.dumps(result, indent=2) if args.json else format_result(result))
-    print(f"results in {config.run.workdir}/lag_search.json and lag_search.png")
-    return 0
-
-
-def cli_commands() -> dict:
-    return {"lag-search": (_add_args, cmd_lag_search)}

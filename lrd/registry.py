@@ -2,15 +2,19 @@
 
 A cell file registers its module class with :func:`register_mixer`; a task file registers its class with
 :func:`register_task`. ``lrd list`` prints both. Modules are registered as classes, and built with
-``build_mixer(name, hidden_size=..., **options)``.
+``build_mixer(name, hidden_size=..., **options)``. Every module under ``lrd/cells/`` and ``lrd/tasks/`` is imported
+the first time a name is looked up, so adding a cell is one new file and no edit elsewhere.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import importlib
+import pkgutil
 from collections.abc import Callable
 from typing import Any
+
+from lrd.errors import ConfigError
 
 __all__ = [
     "MixerSpec",
@@ -22,6 +26,7 @@ __all__ = [
     "get_mixer",
     "get_task",
     "build_mixer",
+    "mixer_defaults",
     "build_task",
 ]
 
@@ -50,36 +55,20 @@ _MIXERS: dict[str, MixerSpec] = {}
 _TASKS: dict[str, TaskSpec] = {}
 _LOADED = False
 
-# Modules whose import registers mixers and tasks. New files are added here once.
-_CELL_MODULES = (
-    "lrd.cells.classic",
-    "lrd.cells.xlstm",
-    "lrd.cells.minimal",
-    "lrd.cells.ssm",
-    "lrd.cells.attention",
-)
-_TASK_MODULES = (
-    "lrd.tasks.adding",
-    "lrd.tasks.copy_memory",
-    "lrd.tasks.selective_copy",
-    "lrd.tasks.recall",
-    "lrd.tasks.induction",
-    "lrd.tasks.temporal_order",
-    "lrd.tasks.mnist",
-)
+# Packages whose modules register mixers and tasks when imported. A new file in one of them is found by itself.
+_PACKAGES = ("lrd.cells", "lrd.tasks")
 
 
 def _load_all() -> None:
+    """Import every module of :data:`_PACKAGES` once (an import error in one of them is a real error)."""
     global _LOADED
     if _LOADED:
         return
     _LOADED = True
-    for module in _CELL_MODULES + _TASK_MODULES:
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as err:  # a family not written yet is simply absent
-            if err.name != module:
-                raise
+    for package_name in _PACKAGES:
+        package = importlib.import_module(package_name)
+        for info in pkgutil.walk_packages(package.__path__, prefix=f"{package_name}."):
+            importlib.import_module(info.name)
 
 
 def register_mixer(name: str, *, family: str, description: str, **defaults: Any) -> Callable[[type], type]:
@@ -122,7 +111,7 @@ def get_mixer(name: str) -> MixerSpec:
     """The spec registered under ``name``; a clear error listing the allowed names otherwise."""
     _load_all()
     if name not in _MIXERS:
-        raise ValueError(f"unknown model name {name!r}; allowed values: {', '.join(sorted(_MIXERS))}")
+        raise ConfigError(f"unknown model name {name!r}; allowed values: {', '.join(sorted(_MIXERS))}")
     return _MIXERS[name]
 
 
@@ -130,23 +119,32 @@ def get_task(name: str) -> TaskSpec:
     """The task spec registered under ``name``; a clear error listing the allowed names otherwise."""
     _load_all()
     if name not in _TASKS:
-        raise ValueError(f"unknown task name {name!r}; allowed values: {', '.join(sorted(_TASKS))}")
+        raise ConfigError(f"unknown task name {name!r}; allowed values: {', '.join(sorted(_TASKS))}")
     return _TASKS[name]
+
+
+def mixer_defaults(name: str) -> dict[str, Any]:
+    """``{option: default}`` of the mixer ``name``: its class's fields, with the registered presets applied."""
+    from lrd.cells.base import option_defaults
+
+    spec = get_mixer(name)
+    return {**option_defaults(spec.cls), **spec.defaults}
 
 
 def build_mixer(name: str, hidden_size: int, *, module_name: str | None = None, **options: Any):
     """Instantiate the mixer ``name`` with ``hidden_size`` and options overriding its registered defaults.
 
-    ``module_name`` names the submodule when built inside a parent's ``@nn.compact`` method.
+    An option the mixer does not have is an error listing the ones it has. ``module_name`` names the submodule
+    when built inside a parent's ``@nn.compact`` method.
     """
     spec = get_mixer(name)
-    fields = {f.name for f in dataclasses.fields(spec.cls)} - {"parent", "name"}
-    kwargs = {**spec.defaults, **options}
-    unknown = sorted(set(kwargs) - fields)
+    allowed = mixer_defaults(name)
+    unknown = sorted(set(options) - set(allowed))
     if unknown:
-        raise ValueError(
-            f"mixer {name!r} has no option(s) {unknown}; allowed options: {', '.join(sorted(fields))}"
+        raise ConfigError(
+            f"mixer {name!r} has no option(s) {unknown}; allowed options: {', '.join(sorted(allowed))}"
         )
+    kwargs = {**spec.defaults, **options}
     if module_name is not None:
         kwargs["name"] = module_name
     return spec.cls(hidden_size=hidden_size, **kwargs)
@@ -158,7 +156,7 @@ def build_task(name: str, **options: Any):
     fields = {f.name for f in dataclasses.fields(spec.cls)}
     unknown = sorted(set(options) - fields)
     if unknown:
-        raise ValueError(
+        raise ConfigError(
             f"task {name!r} has no option(s) {unknown}; allowed options: {', '.join(sorted(fields))}"
         )
     return spec.cls(**options)

@@ -3,8 +3,8 @@
 ``run_experiment(config)`` writes into ``config.run.workdir``::
 
     config.json       the resolved config (a restart must match it, or be told to overwrite)
-    checkpoints/      orbax checkpoints of the seed-stacked train state (every run.checkpoint_every steps + end)
-    metrics.jsonl     one record per (evaluation, seed), see lrd.logging
+    checkpoints/      orbax checkpoints of the seed-stacked train state (run.checkpoint_every cadence + end)
+    metrics.jsonl     one record per (evaluation, seed), see lrd.metrics_log
     tensorboard/      event files (tensorboardX)
     summary.json      status, per-seed solved / steps_to_solve / final held-out metrics, device, wall time
 
@@ -15,64 +15,78 @@ metrics as an uninterrupted run (bit for bit on CPU). A completed run is not tra
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
+import flax.linen as nn
 import jax
 import numpy as np
 
 from lrd.checkpoint import Checkpointer
-from lrd.config import (
-    ConfigError,
-    ExperimentConfig,
-    apply_overrides,
-    config_diff,
-    load_config,
-    parse_override_args,
-)
-from lrd.logging import MetricsLogger, read_metrics, truncate_metrics, write_json
-from lrd.train import TrainSettings, TrainState, init_states, make_optimizer, train
+from lrd.config import ConfigError, ExperimentConfig, config_diff
+from lrd.errors import NumericalFault, WorkdirError
+from lrd.metrics_log import MetricsLogger, read_metrics, truncate_metrics, write_json
+from lrd.tasks.base import Task
+from lrd.train import TrainSettings, TrainState, init_states, make_optimizer, train, train_settings
 
 __all__ = [
     "NumericalFault",
     "WorkdirError",
+    "Experiment",
+    "build_experiment",
+    "train_in_memory",
     "run_experiment",
     "prepare_workdir",
-    "settings_from_config",
     "steps_to_solve_from_metrics",
-    "cli_commands",
 ]
 
 RUN_FILES = ("config.json", "checkpoints", "metrics.jsonl", "tensorboard", "summary.json")
+# Sections of config.json that define a run; a run's workdir is refused to a config that differs in them.
+# (``bench`` only steers ``lrd bench``, so a change of its defaults must not lock old workdirs.)
+RUN_SECTIONS = ("model", "task", "optim", "run", "search")
 
 
-class NumericalFault(RuntimeError):
-    """Too many steps skipped for non-finite losses or gradients."""
+class Experiment(NamedTuple):
+    """What a config builds: the task, the model and the training settings."""
+
+    task: Task
+    model: nn.Module
+    settings: TrainSettings
 
 
-class WorkdirError(ConfigError):
-    """The workdir holds a different run (or something that is not a run)."""
+def build_experiment(config: ExperimentConfig) -> Experiment:
+    """Task, model and settings of ``config``; a task with data to load (MNIST) checks it is there first."""
+    task = config.task.build()
+    prepare = getattr(task, "prepare", None)
+    if callable(prepare):
+        prepare()  # e.g. MNIST: fail now, with instructions, if the data is missing
+    return Experiment(task, config.model.build(task), train_settings(config))
 
 
-def settings_from_config(config: ExperimentConfig) -> TrainSettings:
-    run, optim = config.run, config.optim
-    return TrainSettings(
-        steps=run.steps,
-        batch_size=optim.batch_size,
-        learning_rate=optim.learning_rate,
-        clip_norm=optim.clip_norm,
-        weight_decay=optim.weight_decay,
-        num_seeds=run.num_seeds,
-        seed=run.seed,
-        eval_every=run.eval_every,
-        eval_batch_size=run.eval_batch_size,
-        early_stop=run.early_stop,
-    )
+def describe(config: ExperimentConfig, task: Task) -> str:
+    """The progress-bar label of a run: model, task and sequence length."""
+    return f"{config.model.name} {config.task.name} lag={task.seq_len}"
+
+
+def train_in_memory(config: ExperimentConfig, *, progress: bool = True) -> dict[str, Any]:
+    """Train ``config`` without a workdir (``lrd train``'s quick look); return the summary."""
+    task, model, settings = build_experiment(config)
+    _, summary = train(model, task, settings, progress=progress, description=describe(config, task))
+    summary["model"] = config.model.name
+    return summary
+
+
+def _comparable(config: dict[str, Any]) -> dict[str, Any]:
+    """A config dict in canonical form (older files gain new defaults) restricted to :data:`RUN_SECTIONS`."""
+    try:
+        config = ExperimentConfig.from_dict(config).to_dict()
+    except ConfigError:
+        pass  # an old config the current rules reject: compare it as written
+    return {name: config.get(name) for name in RUN_SECTIONS}
 
 
 def prepare_workdir(config: ExperimentConfig, *, overwrite: bool = False) -> tuple[Path, dict | None]:
@@ -90,7 +104,7 @@ def prepare_workdir(config: ExperimentConfig, *, overwrite: bool = False) -> tup
         raise WorkdirError(f"run.workdir={str(workdir)!r} exists and is not a directory")
     if config_path.exists() and not overwrite:
         old = json.loads(config_path.read_text())
-        diff = config_diff(old, new)
+        diff = config_diff(_comparable(old), _comparable(new))
         if diff:
             raise WorkdirError(
                 f"run.workdir={str(workdir)!r} holds a run with a different config ({'; '.join(diff)}); "
@@ -157,12 +171,7 @@ def run_experiment(
     description: str = "",
 ) -> dict[str, Any]:
     """Train (or resume, or return the finished) run of ``config``; return its summary (also in summary.json)."""
-    task = config.task.build()
-    prepare = getattr(task, "prepare", None)
-    if callable(prepare):
-        prepare()
-    model = config.model.build(task)
-    settings = settings_from_config(config)
+    task, model, settings = build_experiment(config)
     workdir, previous = prepare_workdir(config, overwrite=overwrite)
     if previous is not None and previous.get("status") == "completed":
         return previous
@@ -179,9 +188,15 @@ def run_experiment(
     start_step = int(np.asarray(state.step).reshape(-1)[0])
     truncate_metrics(workdir / "metrics.jsonl", start_step)
 
+    last_evaluation = [start_step]
+
     def save_on_cadence(state: TrainState, record: dict[str, Any]) -> None:
-        if record["step"] % config.run.checkpoint_every == 0:
+        # After the first evaluation at or past each multiple of run.checkpoint_every. It depends on the step
+        # numbers only (evaluations fall at multiples of eval_every and at the end), so resumes save the same.
+        every = config.run.checkpoint_every
+        if record["step"] // every > last_evaluation[0] // every:
             checkpointer.save(record["step"], state)
+        last_evaluation[0] = record["step"]
 
     logger = MetricsLogger(workdir, tensorboard=config.run.tensorboard)
     guard = _FaultGuard(config.run.max_skip_fraction, start_step, np.asarray(state.num_skipped))
@@ -195,7 +210,7 @@ def run_experiment(
             state=state,
             callbacks=(logger, guard, save_on_cadence, *callbacks),
             progress=progress,
-            description=description or f"{config.model.name} {config.task.name} lag={task.seq_len}",
+            description=description or describe(config, task),
         )
         final_step = int(np.asarray(state.step).reshape(-1)[0])
         if final_step not in checkpointer.steps():
@@ -232,56 +247,3 @@ def run_experiment(
     if status == "numerical_fault":
         raise NumericalFault(error)
     return summary
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# CLI: ``lrd run``.
-
-
-def _add_run_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--config",
-        default=None,
-        help="config file (experiments/configs/*.py defining get_config()) or a preset name; default: defaults",
-    )
-    parser.add_argument("--workdir", default=None, help="shorthand for --run.workdir")
-    parser.add_argument("--num-seeds", type=int, default=None, help="shorthand for --run.num_seeds (vmapped)")
-    parser.add_argument("--overwrite", action="store_true", help="replace a run with a different config")
-    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
-    parser.set_defaults(accepts_overrides=True)
-
-
-def config_from_args(
-    args: argparse.Namespace, extra: Sequence[str], shorthands: dict[str, Any]
-) -> ExperimentConfig:
-    """Base config (file or defaults) + ``--section.field value`` overrides + shorthand flags."""
-    config = load_config(args.config) if args.config else ExperimentConfig()
-    overrides = [f"{key}={value}" for key, value in shorthands.items() if value is not None]
-    return apply_overrides(config, overrides + parse_override_args(extra))
-
-
-def cmd_run(args: argparse.Namespace) -> int:
-    """``lrd run``: train a config in a workdir (resumes if interrupted); checkpoints, metrics, summary."""
-    from lrd.cli import UsageError, format_summary
-
-    try:
-        config = config_from_args(
-            args, args.overrides, {"run.workdir": args.workdir, "run.num_seeds": args.num_seeds}
-        )
-        summary = run_experiment(config, overwrite=args.overwrite)
-    except (ConfigError, FileNotFoundError) as err:
-        raise UsageError(str(err)) from None
-    except NumericalFault as err:
-        print(f"lrd run: numerical fault: {err}")
-        return 3
-    if args.json:
-        print(json.dumps(summary, indent=2))
-    else:
-        summary.setdefault("task", {"task": config.task.name, "seq_len": summary["seq_len"]})
-        print(format_summary(summary))
-        print(f"results in {summary['workdir']}")
-    return 0
-
-
-def cli_commands() -> dict:
-    return {"run": (_add_run_args, cmd_run)}

@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -26,9 +26,13 @@ import optax
 
 from lrd.tasks.base import Batch, Task
 
+if TYPE_CHECKING:
+    from lrd.config import ExperimentConfig
+
 __all__ = [
     "TrainState",
     "TrainSettings",
+    "train_settings",
     "make_optimizer",
     "init_state",
     "init_states",
@@ -51,31 +55,38 @@ class TrainState(NamedTuple):
 
 @dataclasses.dataclass(frozen=True)
 class TrainSettings:
-    """Optimisation settings of one run (validated; the CLI and configs build this)."""
+    """What :func:`train` needs beyond the model and the task: plain values, validated where they come from
+    (the ``optim`` and ``run`` sections of :class:`lrd.config.ExperimentConfig`); build it with
+    :func:`train_settings`."""
 
-    steps: int = 2000
-    batch_size: int = 64
-    learning_rate: float = 1e-3
-    clip_norm: float = 1.0
-    weight_decay: float = 0.0
-    num_seeds: int = 1
-    seed: int = 0
-    eval_every: int = 100
-    eval_batch_size: int = 512
+    steps: int
+    batch_size: int
+    learning_rate: float
+    clip_norm: float
+    weight_decay: float
+    num_seeds: int
+    seed: int
+    eval_every: int
+    eval_batch_size: int
+    early_stop: bool
     eval_seed: int = 1_000_003
-    early_stop: bool = True
 
-    def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "num_seeds", "eval_every", "eval_batch_size"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"train.{name} must be a positive int, got {value!r}")
-        if not self.learning_rate > 0:
-            raise ValueError(f"train.learning_rate must be > 0, got {self.learning_rate!r}")
-        if not self.clip_norm > 0:
-            raise ValueError(f"train.clip_norm must be > 0, got {self.clip_norm!r}")
-        if self.weight_decay < 0:
-            raise ValueError(f"train.weight_decay must be >= 0, got {self.weight_decay!r}")
+
+def train_settings(config: ExperimentConfig) -> TrainSettings:
+    """The :class:`TrainSettings` of a validated config (the one place they are built)."""
+    run, optim = config.run, config.optim
+    return TrainSettings(
+        steps=run.steps,
+        batch_size=optim.batch_size,
+        learning_rate=optim.learning_rate,
+        clip_norm=optim.clip_norm,
+        weight_decay=optim.weight_decay,
+        num_seeds=run.num_seeds,
+        seed=run.seed,
+        eval_every=run.eval_every,
+        eval_batch_size=run.eval_batch_size,
+        early_stop=run.early_stop,
+    )
 
 
 def make_optimizer(learning_rate: float, clip_norm: float = 1.0, weight_decay: float = 0.0):

@@ -10,8 +10,9 @@ import math
 
 import pytest
 
-from lrd.bench import COLUMNS, BenchSettings, mixer_variants, write_results
+from lrd.bench import COLUMNS, default_config, mixer_variants, run_bench, write_results
 from lrd.cli import main
+from lrd.config import ConfigError
 from lrd.scan import SCAN_MODES
 
 
@@ -32,7 +33,7 @@ def bench_run(tmp_path_factory):
                 "4",
                 "--batch-size",
                 "2",
-                "--steps",
+                "--repeats",
                 "2",
                 "--warmup",
                 "1",
@@ -86,21 +87,30 @@ def test_csv_is_well_formed(bench_run, tmp_path):
     assert float(rows[1]["steps_per_s"]) > 0 and int(rows[1]["params"]) == result["rows"][1]["params"]
 
 
-def test_variants_cover_scan_modes_and_forms():
+def test_variants_are_the_scan_modes_of_each_mixer():
+    # Given the one field for equivalent algorithms, Then bench times each of its values and nothing else.
     assert mixer_variants("lstm") == [{}]
-    variants = mixer_variants("linear_attention")
-    assert {"form": "parallel"} in variants and {"form": "chunked"} in variants
-    assert [v["scan_mode"] for v in variants if v.get("form") == "recurrent"] == list(SCAN_MODES)
-    assert mixer_variants("attention") == [{"implementation": "jax"}, {"implementation": "einsum"}]
+    assert mixer_variants("lru") == [{"scan_mode": mode} for mode in SCAN_MODES]
+    assert [v["scan_mode"] for v in mixer_variants("linear_attention")] == [
+        "sequential",
+        "associative",
+        "chunked",
+        "parallel",
+    ]
+    assert mixer_variants("attention") == [{"scan_mode": "jax"}, {"scan_mode": "einsum"}]
+    assert mixer_variants("mingru")[-1] == {"scan_mode": "log_space"}
 
 
 @pytest.mark.parametrize(
     "args,expected",
     [
-        (["--models", "lstm,nosuchcell"], "nosuchcell"),
-        (["--models", "lstm", "--seq-len", "0"], "seq_len"),
+        (["--models", "lstm,nosuchcell"], "bench.models='nosuchcell' is unknown"),
+        (["--models", "lstm", "--seq-len", "0"], "task.lag must be a positive int"),
         (["--models", "lstm", "--out", "table.txt"], "--out"),
-        (["--models", "lstm", "--peer", "nosuchpeer"], "nosuchpeer"),
+        (["--models", "lstm", "--out", "no/such/dir/bench.json"], "does not exist"),
+        (["--models", "lstm", "--peer", "nosuchpeer"], "bench.peer='nosuchpeer' is unknown"),
+        (["--models", "lstm", "--repeats", "0"], "bench.repeats must be a positive int"),
+        (["--models", "lru", "--model.options.lru.chunk_size", "8"], "model.options.lru.chunk_size=8"),
     ],
 )
 def test_bad_input_exits_2_before_compute(args, expected, capsys):
@@ -108,6 +118,12 @@ def test_bad_input_exits_2_before_compute(args, expected, capsys):
     assert expected in capsys.readouterr().err
 
 
-def test_settings_validation_names_the_field():
-    with pytest.raises(ValueError, match="batch_size"):
-        BenchSettings(batch_size=0)
+def test_an_option_one_variant_cannot_honour_fails_before_any_compute():
+    # Given chunk_size for lru, When bench would time every scan mode, Then the sequential variant cannot honour
+    # it, and run_bench raises before compiling anything (no row is silently missing later).
+    config = default_config().replace(
+        model={"name": "lru", "options": {"lru": {"scan_mode": "chunked", "chunk_size": 8}}},
+        bench={"models": ("lru",), "peer": "lru"},
+    )
+    with pytest.raises(ConfigError, match="only scan_mode 'chunked' honours chunk_size"):
+        run_bench(config)

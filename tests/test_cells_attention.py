@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from lrd.cells.attention import (
-    LINEAR_FORMS,
+    LINEAR_ATTENTION_SCAN_MODES,
     causal_softmax_attention,
     elu_feature_map,
     linear_attention_chunked,
@@ -69,15 +69,13 @@ def _softmax_attention_reference(p: dict[str, np.ndarray], x: np.ndarray, positi
 
 
 @pytest.mark.parametrize(
-    "positions,implementation",
+    "positions,scan_mode",
     [("rotary", "jax"), ("sinusoidal", "jax"), ("none", "jax"), ("rotary", "einsum")],
 )
-def test_softmax_attention_matches_reference(positions, implementation):
+def test_softmax_attention_matches_reference(positions, scan_mode):
     # Given multi-head attention, When applied, Then it equals the float64 loop over heads and queries.
     x = _x(7)
-    model = build_mixer(
-        "attention", HIDDEN, num_heads=HEADS, positions=positions, implementation=implementation
-    )
+    model = build_mixer("attention", HIDDEN, num_heads=HEADS, positions=positions, scan_mode=scan_mode)
     params = model.init(jax.random.PRNGKey(1), x)["params"]
     y = model.apply({"params": params}, x)
     assert y.shape == (BATCH, 7, HIDDEN) and y.dtype == jnp.float32
@@ -216,12 +214,13 @@ def test_linear_attention_forms_agree_on_long_sequences():
             np.testing.assert_allclose(a, b, rtol=5e-5, atol=5e-6, err_msg=name)
 
 
-@pytest.mark.parametrize("form", LINEAR_FORMS)
-def test_linear_attention_module_forms_and_probes_agree(form):
-    # Given the module in each form, Then outputs, parameter grads and probe grads dL/d(S_t, z_t) agree.
+@pytest.mark.parametrize("scan_mode", LINEAR_ATTENTION_SCAN_MODES)
+def test_linear_attention_module_scan_modes_and_probes_agree(scan_mode):
+    # Given the module in each scan mode, Then outputs, parameter grads and probe grads dL/d(S_t, z_t) agree.
     x = _x(11)
-    reference = build_mixer("linear_attention", HIDDEN, num_heads=HEADS, form="recurrent")
-    model = build_mixer("linear_attention", HIDDEN, num_heads=HEADS, form=form, chunk_size=4)
+    reference = build_mixer("linear_attention", HIDDEN, num_heads=HEADS, scan_mode="sequential")
+    chunk = {"chunk_size": 4} if scan_mode == "chunked" else {}
+    model = build_mixer("linear_attention", HIDDEN, num_heads=HEADS, scan_mode=scan_mode, **chunk)
     params = reference.init(jax.random.PRNGKey(2), x)["params"]
     probes = reference.apply({"params": params}, x, mutable=["probes"])[1]["probes"]
     assert probes["state"].shape == (11, BATCH, HEADS * (4 * 4 + 4))
@@ -262,10 +261,10 @@ def test_linear_attention_probe_equals_state_gradient():
     "name,options,field",
     [
         ("attention", {"positions": "alibi"}, "positions"),
-        ("linear_attention", {"form": "fft"}, "form"),
-        ("linear_attention", {"scan_mode": "kernel"}, "scan_mode"),
+        ("linear_attention", {"scan_mode": "kernel"}, "scan_mode='kernel'.*sequential, associative, chunked"),
+        ("linear_attention", {"truncation": 3}, "truncation=3: only scan_mode 'sequential' or 'associative'"),
         ("attention", {"num_heads": 3}, "num_heads"),
-        ("attention", {"implementation": "flash"}, "implementation"),
+        ("attention", {"scan_mode": "flash"}, "scan_mode='flash'.*allowed values: jax, einsum"),
     ],
 )
 def test_bad_options_name_the_field(name, options, field):

@@ -2,10 +2,10 @@
 
 * The activation ``g`` is positive, continuous at 0, and ``log_g`` is its logarithm with finite gradients.
 * One step and a short sequence equal a float64 NumPy loop over the paper's equations, evaluated with the
-  module's own (randomised) parameters, for every ``scan_mode`` and for the log-space path.
-* On a long sequence (T = 1024) with forget gates next to 1, every ``scan_mode`` and the log-space scan give the
-  same outputs and gradients.
-* The gradient probe works with ``log_space=True`` (it falls back to the linear path) and gives the same
+  module's own (randomised) parameters, for every ``scan_mode`` (the linear scans and ``"log_space"``).
+* On a long sequence (T = 1024) with forget gates next to 1, every ``scan_mode`` gives the same outputs and
+  gradients.
+* The gradient probe works with ``scan_mode="log_space"`` (it falls back to the linear path) and gives the same
   ``dL/dh_t`` as the linear path.
 * Bad options raise ``ValueError`` naming the field and the allowed values.
 """
@@ -21,15 +21,22 @@ import pytest
 
 from lrd.bench import mixer_variants
 from lrd.cells.base import PROBE_COLLECTION
-from lrd.cells.minimal import g, log_g
+from lrd.cells.minimal import MINIMAL_SCAN_MODES, g, log_g
 from lrd.registry import build_mixer
 from lrd.scan import SCAN_MODES
 
 BATCH, D_IN, HIDDEN, SHORT, LONG = 2, 3, 4, 7, 1024
 CELLS = ("mingru", "minlstm")
-# (scan_mode, log_space) pairs: every linear-scan mode, and the paper's log-space scan.
-PATHS = [(mode, False) for mode in SCAN_MODES] + [("associative", True)]
-PATH_IDS = [f"{mode}" for mode in SCAN_MODES] + ["log_space"]
+# Every scan mode: each linear-scan mode, and the paper's log-space scan.
+PATHS = list(MINIMAL_SCAN_MODES)
+assert PATHS == [*SCAN_MODES, "log_space"]
+
+
+def _options(mode: str, chunk_size: int) -> dict:
+    """``scan_mode=mode``, and ``chunk_size`` where that mode honours it (elsewhere it is an error)."""
+    return {"scan_mode": mode, **({"chunk_size": chunk_size} if mode == "chunked" else {})}
+
+
 # float32 against float64 over a few steps with outputs of order 1.
 REF_RTOL, REF_ATOL = 1e-5, 1e-5
 
@@ -118,10 +125,10 @@ def _apply(model, params, x):
     return model.apply({"params": params}, x)
 
 
-def _check_against_reference(name, mode, log_space, num_steps):
-    # Given random parameters (non-zero biases) and x, When the module runs in this path,
+def _check_against_reference(name, mode, num_steps):
+    # Given random parameters (non-zero biases) and x, When the module runs in this scan mode,
     x = _x(num_steps)
-    model = build_mixer(name, HIDDEN, scan_mode=mode, log_space=log_space, chunk_size=3)
+    model = build_mixer(name, HIDDEN, **_options(mode, 3))
     params = _random_params(model, x)
     got = _apply(model, params, x)
     # Then it equals the float64 loop over the paper's equations.
@@ -130,23 +137,23 @@ def _check_against_reference(name, mode, log_space, num_steps):
     np.testing.assert_allclose(got, expected, rtol=REF_RTOL, atol=REF_ATOL)
 
 
-@pytest.mark.parametrize("log_space", [False, True], ids=["linear", "log_space"])
+@pytest.mark.parametrize("mode", ["sequential", "log_space"])
 @pytest.mark.parametrize("name", CELLS)
-def test_one_step_matches_equations(name, log_space):
+def test_one_step_matches_equations(name, mode):
     # One step from h_0 = 0: h_1 = z g(h~) (minGRU), i' g(h~) (minLSTM).
-    _check_against_reference(name, "sequential", log_space, 1)
+    _check_against_reference(name, mode, 1)
 
 
-@pytest.mark.parametrize("mode,log_space", PATHS, ids=PATH_IDS)
+@pytest.mark.parametrize("mode", PATHS)
 @pytest.mark.parametrize("name", CELLS)
-def test_short_sequence_matches_reference_loop(name, mode, log_space):
-    _check_against_reference(name, mode, log_space, SHORT)
+def test_short_sequence_matches_reference_loop(name, mode):
+    _check_against_reference(name, mode, SHORT)
 
 
 def test_min_lstm_state_stays_in_the_range_of_g():
     # f' + i' = 1, so h_t is a convex combination of 0 and earlier g values: 0 < h_t <= max g(h~) on the path.
     x = _x(SHORT, seed=3)
-    model = build_mixer("minlstm", HIDDEN, scan_mode="associative", log_space=False, chunk_size=3)
+    model = build_mixer("minlstm", HIDDEN, scan_mode="associative")
     params = _random_params(model, x)
     h = np.asarray(_apply(model, params, x))
     candidates = _g(
@@ -177,10 +184,8 @@ def _relative_error(x, ref) -> float:
 def _paths_outputs_and_grads(name, x, readout):
     out = {}
     params = None
-    for (mode, log_space), label in zip(PATHS, PATH_IDS, strict=True):
-        model = build_mixer(
-            name, HIDDEN, scan_mode=mode, log_space=log_space, chunk_size=100, **LONG_OPTIONS[name]
-        )
+    for mode in PATHS:
+        model = build_mixer(name, HIDDEN, **_options(mode, 100), **LONG_OPTIONS[name])
         if params is None:
             params = model.init(jax.random.PRNGKey(2), x[:, :8])["params"]
 
@@ -189,7 +194,7 @@ def _paths_outputs_and_grads(name, x, readout):
             return jnp.mean(y * readout), y
 
         (_, y), grads = jax.value_and_grad(loss, argnums=(0, 1), has_aux=True)(params, x)
-        out[label] = (y, grads)
+        out[mode] = (y, grads)
     return out
 
 
@@ -220,8 +225,8 @@ def test_paths_agree_on_long_sequences(name):
 def test_probe_gradient_is_the_same_in_log_space(name):
     x = _x(SHORT, seed=6)
     readout = jax.random.normal(jax.random.PRNGKey(7), (BATCH, SHORT, HIDDEN))
-    linear = build_mixer(name, HIDDEN, log_space=False)
-    log_space = build_mixer(name, HIDDEN, log_space=True)
+    linear = build_mixer(name, HIDDEN, scan_mode="associative")
+    log_space = build_mixer(name, HIDDEN, scan_mode="log_space")
     params = linear.init(jax.random.PRNGKey(0), x)["params"]
     _, state = log_space.apply({"params": params}, x, mutable=[PROBE_COLLECTION])
     probes = state[PROBE_COLLECTION]
@@ -237,10 +242,8 @@ def test_probe_gradient_is_the_same_in_log_space(name):
     np.testing.assert_allclose(grad_log, grad_linear, rtol=1e-6)
 
 
-def test_bench_runs_log_space_once_and_the_linear_path_per_scan_mode():
-    variants = mixer_variants("mingru")
-    assert {"log_space": True} in variants
-    assert [v["scan_mode"] for v in variants if not v["log_space"]] == list(SCAN_MODES)
+def test_bench_runs_every_scan_mode_once():
+    assert mixer_variants("mingru") == [{"scan_mode": mode} for mode in (*SCAN_MODES, "log_space")]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -251,9 +254,13 @@ def test_bench_runs_log_space_once_and_the_linear_path_per_scan_mode():
 @pytest.mark.parametrize(
     "options,match",
     [
-        ({"scan_mode": "fast"}, "scan_mode='fast'.*allowed values: sequential, associative, chunked"),
-        ({"log_space": "yes"}, "log_space='yes'.*allowed values: True, False"),
-        ({"chunk_size": 0}, "chunk_size"),
+        (
+            {"scan_mode": "fast"},
+            "scan_mode='fast'.*allowed values: sequential, associative, chunked, log_space",
+        ),
+        ({"scan_mode": "chunked", "chunk_size": 0}, "chunk_size=0: must be an int >= 1"),
+        ({"chunk_size": 8}, "chunk_size=8: only scan_mode 'chunked' honours chunk_size"),
+        ({"scan_mode": "log_space", "truncation": 4}, "truncation=4: only scan_mode 'sequential' or"),
     ],
 )
 def test_bad_options_raise(name, options, match):

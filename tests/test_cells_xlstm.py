@@ -15,7 +15,7 @@ import pytest
 
 from lrd.cells.xlstm import (
     MLSTM,
-    MLSTM_FORMS,
+    MLSTM_SCAN_MODES,
     SLSTM,
     mlstm_chunkwise,
     mlstm_parallel,
@@ -210,11 +210,12 @@ def test_mlstm_step_matches_stabilised_equations():
         np.testing.assert_allclose(g, want, rtol=1e-5, atol=1e-6, err_msg=name)
 
 
-@pytest.mark.parametrize("form", MLSTM_FORMS)
-def test_mlstm_module_matches_paper_equations(form):
-    # Given random parameters, Then every form of the module equals eqs. 19-27 (projections, gates, output gate)
-    # computed step by step in float64. chunk_size=4 with 6 steps exercises a padded last chunk.
-    module = MLSTM(HIDDEN, num_heads=HEADS, form=form, chunk_size=4)
+@pytest.mark.parametrize("scan_mode", MLSTM_SCAN_MODES)
+def test_mlstm_module_matches_paper_equations(scan_mode):
+    # Given random parameters, Then every scan mode of the module equals eqs. 19-27 (projections, gates, output
+    # gate) computed step by step in float64. chunk_size=4 with 6 steps exercises a padded last chunk.
+    chunk = {"chunk_size": 4} if scan_mode == "chunked" else {}
+    module = MLSTM(HIDDEN, num_heads=HEADS, scan_mode=scan_mode, **chunk)
     x = _x()
     params = _random_params(module, x)
     got = jax.jit(module.apply)({"params": params}, x)
@@ -329,7 +330,10 @@ def test_mlstm_probe_uses_the_recurrent_state():
 @pytest.mark.parametrize(
     ("module", "match"),
     [
-        (MLSTM(HIDDEN, form="bogus"), r"form='bogus'.*recurrent, parallel, chunkwise"),
+        (MLSTM(HIDDEN, scan_mode="bogus"), r"scan_mode='bogus'.*sequential, parallel, chunked"),
+        (MLSTM(HIDDEN, scan_mode="parallel", truncation=2), r"truncation=2: only scan_mode 'sequential'"),
+        (MLSTM(HIDDEN, scan_mode="sequential", chunk_size=8), r"chunk_size=8: only scan_mode 'chunked'"),
+        (MLSTM(HIDDEN, remat=True), r"remat=True: only scan_mode 'sequential'"),
         (MLSTM(HIDDEN, num_heads=3), "num_heads"),
         (SLSTM(HIDDEN, forget_gate="bogus"), r"forget_gate='bogus'.*sigmoid, exp"),
         (SLSTM(HIDDEN, num_heads=3), "num_heads"),

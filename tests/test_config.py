@@ -11,6 +11,7 @@ from lrd.config import (
     ConfigError,
     ExperimentConfig,
     apply_overrides,
+    check_unique,
     config_diff,
     load_config,
     parse_override_args,
@@ -24,11 +25,45 @@ MALFORMED = [
     (["model.hidden_size=-8"], "model.hidden_size must be a positive int"),
     (["model.hidden_size=3.5"], "model.hidden_size must be an int"),
     (["model.num_layers=0"], "model.num_layers must be a positive int"),
-    (["model.mode=deep"], "model.mode='deep' is unknown; allowed values: bare, block"),
+    (["model.setting=deep"], "model.setting='deep' is unknown; allowed values: bare, block"),
     (["model.norm=batchnorm"], "model.norm='batchnorm' is unknown; allowed values: layernorm, rmsnorm"),
     (["model.truncation=0"], "model.truncation must be a positive int"),
     (["task.lag=100", "model.truncation=101"], "model.truncation=101 exceeds the sequence length 100"),
-    (["model.scan_mode=fast"], "model.scan_mode='fast' is unknown; allowed values: sequential, associative"),
+    (
+        ["model.name=lru", "model.scan_mode=fast"],
+        "model.scan_mode='fast': unknown value; allowed values: sequential, associative, chunked (mixer 'lru')",
+    ),
+    (["model.scan_mode=associative"], "model.scan_mode='associative' cannot be applied to mixer 'lstm'"),
+    (
+        ["model.name=attention", "model.truncation=5"],
+        "model.truncation=5 cannot be applied to mixer 'attention'",
+    ),
+    (["model.name=lstm+attention", "model.truncation=5"], "mixers that accept truncation: gru, indrnn"),
+    (
+        ["model.name=mlstm", "model.truncation=5"],
+        "model.truncation=5: only scan_mode 'sequential' honours truncation, and this mixer runs scan_mode='chunked'",
+    ),
+    (
+        ["model.name=lru", "model.options.lru.chunk_size=8"],
+        "model.options.lru.chunk_size=8: only scan_mode 'chunked'",
+    ),
+    (
+        ["model.name=lru", "model.options.lru.r_min=0.9999"],
+        "model.options.lru.r_min=0.9999: need r_min < r_max",
+    ),
+    (
+        ["model.name=attention", "model.hidden_size=6"],
+        "model.options.attention.num_heads=4: must divide hidden_size=6",
+    ),
+    (
+        ["model.name=mingru", "model.options.mingru.scan_mode=log_space", "model.truncation=5"],
+        "model.truncation=5: only scan_mode 'sequential' or 'associative' or 'chunked' honours truncation",
+    ),
+    (["model.name=lstm", "model.options.lstm.unroll=0"], "model.options.lstm.unroll=0: must be an int >= 1"),
+    (
+        ["task.lag=10", "model.name=lru", "model.options.lru.truncation=11"],
+        "model.options.lru.truncation=11 exceeds the sequence length 10",
+    ),
     (['model.options={"gru": {"x": 1}}'], "model.options names mixer 'gru'"),
     (["model.options.lstm.nonsense=1"], "model.options.lstm key='nonsense' is unknown"),
     (["task.name=adding2"], "task.name='adding2' is unknown; allowed values:"),
@@ -46,8 +81,6 @@ MALFORMED = [
     (["run.steps=0"], "run.steps must be a positive int"),
     (["run.num_seeds=0"], "run.num_seeds must be a positive int"),
     (["run.seed=-1"], "run.seed must be an int >= 0"),
-    (["run.steps=50", "run.eval_every=100"], "run.eval_every=100 must be <= run.steps=50"),
-    (["run.checkpoint_every=150"], "run.checkpoint_every=150 must be a multiple of run.eval_every=100"),
     (["run.keep_checkpoints=0"], "run.keep_checkpoints must be a positive int"),
     (["run.max_skip_fraction=1.5"], "run.max_skip_fraction must be in (0, 1]"),
     (["run.early_stop=maybe"], "run.early_stop must be true or false"),
@@ -55,7 +88,13 @@ MALFORMED = [
     (["search.sweep=0,10"], "search.sweep entries must be a positive int"),
     (["search.solve_fraction=0"], "search.solve_fraction must be in (0, 1]"),
     (["search.patience=0"], "search.patience must be a positive int"),
-    (["modle.hidden_size=3"], "must start with a section; allowed values: model, task, optim, run, search"),
+    (["bench.models=lstm,nope"], "bench.models='nope' is unknown; allowed values: attention"),
+    (["bench.peer=nope"], "bench.peer='nope' is unknown"),
+    (["bench.repeats=0"], "bench.repeats must be a positive int"),
+    (
+        ["modle.hidden_size=3"],
+        "must start with a section; allowed values: model, task, optim, run, search, bench",
+    ),
     (["model.hiden_size=3"], "model.hiden_size is not a field; allowed values: hidden_size"),
     (["model.hidden_size"], "must look like section.field=value"),
 ]
@@ -109,6 +148,13 @@ def test_from_dict_rejects_unknown_sections_and_fields():
         ExperimentConfig.from_dict({"run": {"stpes": 3}})
 
 
+def test_later_overrides_win_but_a_command_line_gives_each_field_once():
+    assert apply_overrides(ExperimentConfig(), ["task.lag=5", "task.lag=6"]).task.lag == 6
+    check_unique(["task.lag=5", "task.options.lag_min=3", "model.hidden_size=4"])
+    with pytest.raises(ConfigError, match="task.lag is given twice; give each field once"):
+        check_unique(["task.lag=5", "model.hidden_size=4", "task.lag=6"])
+
+
 def test_command_line_overrides():
     assert parse_override_args(["--model.hidden_size", "32", "--task.lag=7"]) == [
         "model.hidden_size=32",
@@ -142,6 +188,32 @@ def test_presets_load_and_document_themselves(name):
     for needed in ("lrd ", "CPU", "Expected"):
         assert needed in doc, f"{name}: the docstring must give the command, runtime and expected result"
     assert load_config(name) == config  # by preset name too
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_one_preset_per_task_serves_every_model(name):
+    # big_vision style: FILE:ARG passes ARG to get_config; the model is the argument, the rest is the task's.
+    default = load_config(name)
+    gru = load_config(f"{name}:model=gru")
+    assert gru.model.name == "gru" and load_config(f"{name}:gru") == gru
+    assert gru.replace(model={"name": default.model.name}) == default
+    with pytest.raises(ConfigError, match="model.name='nope' is unknown"):
+        load_config(f"{name}:model=nope")
+    with pytest.raises(ConfigError, match="config argument 'colour' is unknown; allowed values: model"):
+        load_config(f"{name}:colour=red")
+
+
+def test_old_preset_names_point_to_the_new_form():
+    with pytest.raises(ConfigError, match=r"allowed values: a .py file or a preset \(adding, copy\)"):
+        load_config("adding_lstm")
+
+
+def test_a_config_json_of_an_older_run_still_loads():
+    # model.mode was renamed model.setting; config.json files written before still load (and mean the same).
+    data = ExperimentConfig().to_dict()
+    data["model"]["mode"] = data["model"].pop("setting")
+    del data["bench"]
+    assert ExperimentConfig.from_dict(data) == ExperimentConfig()
 
 
 def test_missing_config_file_is_a_clear_error(tmp_path):

@@ -29,7 +29,7 @@ MAX_STEPS, EVAL_EVERY, EVAL_BATCH = 400, 50, 256
 TARGET = 0.5  # fraction of the chance loss
 BARE_FAMILIES = ("classic",)
 
-# name -> (mode, num_layers, reason) where a cell's paper uses it differently from the family default.
+# name -> (setting, num_layers, reason) where a cell's paper uses it differently from the family default.
 SETTINGS = {
     "indrnn": (
         "bare",
@@ -52,11 +52,11 @@ KNOWN_SLOW = {
 
 def _train_until_target(name: str) -> tuple[float, int, float]:
     """Train ``name`` until held-out loss < TARGET * chance or MAX_STEPS; returns (best ratio, steps, seconds)."""
-    mode = "bare" if get_mixer(name).family in BARE_FAMILIES else "block"
+    setting = "bare" if get_mixer(name).family in BARE_FAMILIES else "block"
     num_layers = 1
     if name in SETTINGS:
-        mode, num_layers, _ = SETTINGS[name]
-    model = build_model(name, TASK, hidden_size=HIDDEN, mode=mode, num_layers=num_layers)
+        setting, num_layers, _ = SETTINGS[name]
+    model = build_model(name, TASK, hidden_size=HIDDEN, setting=setting, num_layers=num_layers)
     optimizer = make_optimizer(LEARNING_RATE, clip_norm=1.0)
     states = init_states(model, TASK, optimizer, seed=0, num_seeds=1)
     run_chunk = make_chunk_fn(model, TASK, optimizer, BATCH, EVAL_EVERY)

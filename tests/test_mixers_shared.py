@@ -16,6 +16,7 @@ and its results shared by its tests, so the whole file stays within about a minu
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Any
 
@@ -159,3 +160,19 @@ def test_probe_gradient(name):
             f"{name}: probe {jax.tree_util.keystr(path)} has shape {leaf.shape}"
         )
     assert _norm(probe_grads) > 0, f"{name}: the probe gradient is zero"
+
+
+@pytest.mark.parametrize("name", MIXERS)
+def test_defaults_pass_check_in_every_scan_mode(name):
+    # Given the registered defaults, Then the mixer's own validation accepts them in each of its scan modes (the
+    # values lrd bench enumerates), and the class is one of the two engine bases or the root Mixer.
+    from lrd.cells.base import LinearRecurrentLayer, Mixer, RecurrentCell, scan_modes
+    from lrd.registry import get_mixer
+
+    cls = get_mixer(name).cls
+    assert issubclass(cls, Mixer)
+    if not issubclass(cls, RecurrentCell | LinearRecurrentLayer):
+        assert "truncation" not in {f.name for f in dataclasses.fields(cls)}
+    build_mixer(name, HIDDEN).check()
+    for mode in scan_modes(cls):
+        build_mixer(name, HIDDEN, scan_mode=mode).check()

@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
+from lrd.config import ExperimentConfig, apply_overrides
 from lrd.models import build_model
 from lrd.registry import build_task
 from lrd.tasks import mnist
 from lrd.tasks.mnist import PermutedSequentialMnist, SequentialMnist
-from lrd.train import TrainSettings, train
+from lrd.train import train, train_settings
 
 NUM_EXAMPLES = 24
 
@@ -119,7 +120,10 @@ def test_held_out_data_comes_from_the_test_split(mock_mnist):
 def test_one_lstm_training_step_through_lrd_train(mock_mnist):
     task = SequentialMnist()
     model = build_model("lstm", task, hidden_size=4)
-    settings = TrainSettings(steps=1, batch_size=4, eval_every=1, eval_batch_size=8)
+    config = apply_overrides(
+        ExperimentConfig(), ["run.steps=1", "optim.batch_size=4", "run.eval_every=1", "run.eval_batch_size=8"]
+    )
+    settings = train_settings(config)
     state, summary = train(model, task, settings, progress=False)
     assert summary["steps_run"] == 1 and int(np.asarray(state.step)[0]) == 1
     assert (

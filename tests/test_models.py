@@ -1,4 +1,4 @@
-"""SequenceModel: bare and block modes, hybrid patterns, token and real inputs, option forwarding, errors."""
+"""SequenceModel: bare and block settings, hybrid patterns, token and real inputs, option forwarding, errors."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from lrd.config import ConfigError
 from lrd.models import build_model, count_params
 from lrd.registry import mixer_names
 from lrd.tasks.adding import Adding
@@ -36,9 +37,9 @@ def _require(*names: str) -> None:
 
 
 @pytest.mark.parametrize("task", [ADDING, COPY], ids=["real", "tokens"])
-@pytest.mark.parametrize("mode", ["bare", "block"])
-def test_output_shape_for_real_and_token_inputs(task, mode):
-    model = build_model("lstm", task, hidden_size=HIDDEN, mode=mode)
+@pytest.mark.parametrize("setting", ["bare", "block"])
+def test_output_shape_for_real_and_token_inputs(task, setting):
+    model = build_model("lstm", task, hidden_size=HIDDEN, setting=setting)
     _, batch, outputs = _init_apply(model, task, batch_size=3)
     assert outputs.shape == (3, task.seq_len, task.output_dim)
     assert outputs.dtype == jnp.float32
@@ -46,9 +47,9 @@ def test_output_shape_for_real_and_token_inputs(task, mode):
     assert np.isfinite(float(task.loss(outputs, batch)))
 
 
-def test_bare_mode_is_cells_plus_linear_readout():
+def test_bare_setting_is_cells_plus_linear_readout():
     # Bare LSTM on adding: the cell sees the raw 2 input channels; only a readout follows.
-    model = build_model("lstm", ADDING, hidden_size=HIDDEN, mode="bare")
+    model = build_model("lstm", ADDING, hidden_size=HIDDEN, setting="bare")
     params, _, _ = _init_apply(model, ADDING)
     assert set(params) == {"layer0_lstm", "readout"}
     assert params["layer0_lstm"]["input_kernel"].shape == (2, 4 * HIDDEN)
@@ -57,16 +58,18 @@ def test_bare_mode_is_cells_plus_linear_readout():
 
 
 def test_bare_tokens_are_one_hot():
-    model = build_model("rnn", COPY, hidden_size=HIDDEN, mode="bare")
+    model = build_model("rnn", COPY, hidden_size=HIDDEN, setting="bare")
     params, batch, outputs = _init_apply(model, COPY)
     assert params["layer0_rnn"]["input_kernel"].shape == (COPY.vocab_size, HIDDEN)
     one_hot = jax.nn.one_hot(batch.inputs, COPY.vocab_size)
-    real_model = build_model("rnn", ADDING, hidden_size=HIDDEN, mode="bare").clone(output_dim=COPY.output_dim)
+    real_model = build_model("rnn", ADDING, hidden_size=HIDDEN, setting="bare").clone(
+        output_dim=COPY.output_dim
+    )
     np.testing.assert_allclose(real_model.apply({"params": params}, one_hot), outputs, rtol=1e-6, atol=1e-6)
 
 
-def test_block_mode_layout():
-    model = build_model("lstm+attention", COPY, hidden_size=HIDDEN, mode="block", num_layers=2)
+def test_block_setting_layout():
+    model = build_model("lstm+attention", COPY, hidden_size=HIDDEN, setting="block", num_layers=2)
     params = _param_shapes(model, COPY)
     assert set(params) == {
         "embed",
@@ -83,7 +86,7 @@ def test_block_mode_layout():
     }
     assert params["layer1_mlp"]["up"]["kernel"].shape == (HIDDEN, 4 * HIDDEN)
     assert params["layer1_attention"]["query_kernel"].shape[0] == HIDDEN  # mixers read d_model
-    no_mlp = build_model("lstm", ADDING, hidden_size=HIDDEN, mode="block", mlp_ratio=0, norm="rmsnorm")
+    no_mlp = build_model("lstm", ADDING, hidden_size=HIDDEN, setting="block", mlp_ratio=0, norm="rmsnorm")
     params, _, outputs = _init_apply(no_mlp, ADDING)
     assert set(params) == {"encoder", "layer0_norm_mixer", "layer0_lstm", "final_norm", "readout"}
     assert "scale" in params["final_norm"] and "bias" not in params["final_norm"]  # RMSNorm
@@ -105,7 +108,7 @@ def _mixer_layers(params) -> list[str]:
 def test_patterns_cycle_over_layers(pattern, num_layers, expected):
     # Given a pattern of names, Then layer i runs pattern[i % len(pattern)] (checked on shapes only).
     _require(*expected)
-    model = build_model(pattern, ADDING, hidden_size=HIDDEN, mode="block", num_layers=num_layers)
+    model = build_model(pattern, ADDING, hidden_size=HIDDEN, setting="block", num_layers=num_layers)
     assert sorted(_mixer_layers(_param_shapes(model, ADDING))) == sorted(
         f"layer{i}_{name}" for i, name in enumerate(expected)
     )
@@ -129,7 +132,7 @@ def test_patterns_cycle_over_layers(pattern, num_layers, expected):
 def test_hybrid_block_models_run_and_are_causal(pattern, num_layers, task):
     names = pattern.split("+") if isinstance(pattern, str) else pattern
     _require(*names)
-    model = build_model(pattern, task, hidden_size=HIDDEN, mode="block", num_layers=num_layers)
+    model = build_model(pattern, task, hidden_size=HIDDEN, setting="block", num_layers=num_layers)
     batch = task.sample(jax.random.PRNGKey(0), 2)
     params = jax.jit(model.init)(jax.random.PRNGKey(1), batch.inputs)["params"]
     assert len(_mixer_layers(params)) == num_layers
@@ -147,14 +150,15 @@ def test_hybrid_block_models_run_and_are_causal(pattern, num_layers, task):
 
 
 def test_bare_stack_of_different_cells():
-    model = build_model(("gru", "attention"), ADDING, hidden_size=HIDDEN, mode="bare", num_layers=2)
+    model = build_model(("gru", "attention"), ADDING, hidden_size=HIDDEN, setting="bare", num_layers=2)
     params, _, outputs = _init_apply(model, ADDING)
     assert params["layer1_attention"]["query_kernel"].shape[0] == HIDDEN  # layer 1 reads layer 0's state
     assert outputs.shape == (2, ADDING.seq_len, 1)
 
 
-def test_scan_options_reach_only_mixers_that_have_them():
-    # truncation=1 cuts every gradient path across time in the LSTM; attention has no such field and ignores it.
+def test_truncation_reaches_the_mixers_and_is_refused_where_it_cannot_apply():
+    # truncation=1 cuts every gradient path across time in the LSTM. Model-wide, it is refused for a pattern with
+    # attention (which has no recurrence to truncate); per mixer, it truncates the LSTM only.
     task = Adding(lag=6)
     batch = task.sample(jax.random.PRNGKey(0), 2)
 
@@ -163,13 +167,39 @@ def test_scan_options_reach_only_mixers_that_have_them():
         grad = jax.jit(jax.grad(lambda x: jnp.sum(model.apply({"params": params}, x)[:, -1])))(batch.inputs)
         return jnp.abs(grad[:, :-1]).max()
 
-    lstm = build_model("lstm", task, hidden_size=HIDDEN, scan_options={"truncation": 1})
-    assert float(last_output_grad(lstm)) == 0.0
+    assert float(last_output_grad(build_model("lstm", task, hidden_size=HIDDEN, truncation=1))) == 0.0
     assert float(last_output_grad(build_model("lstm", task, hidden_size=HIDDEN))) > 0.0
+    with pytest.raises(ConfigError, match="model.truncation=1 cannot be applied to mixer 'attention'"):
+        build_model("lstm+attention", task, hidden_size=HIDDEN, setting="block", num_layers=2, truncation=1)
     mixed = build_model(
-        "lstm+attention", task, hidden_size=HIDDEN, mode="block", num_layers=2, scan_options={"truncation": 1}
+        "lstm+attention",
+        task,
+        hidden_size=HIDDEN,
+        setting="block",
+        num_layers=2,
+        mixer_options={"lstm": {"truncation": 1}},
     )
+    assert mixed.mixer_options == {"lstm": {"truncation": 1}, "attention": {}}
     assert float(last_output_grad(mixed)) > 0.0  # attention still sees the past
+
+
+@pytest.mark.parametrize("name", ["lru", "mingru", "linear_attention", "mlstm", "s4d"])
+def test_truncation_of_modern_layers_is_applied_not_ignored(name):
+    # Given truncation=2 on a layer whose algorithm honours it (the sequential scan), Then the gradient of the
+    # last output reaches the last 2 inputs only; without truncation it reaches further back.
+    task = Adding(lag=8)
+    batch = task.sample(jax.random.PRNGKey(0), 2)
+    options = {name: {"scan_mode": "sequential"}}
+
+    def grad_by_step(truncation):
+        model = build_model(name, task, hidden_size=HIDDEN, truncation=truncation, mixer_options=options)
+        params = jax.jit(model.init)(jax.random.PRNGKey(1), batch.inputs)["params"]
+        loss = lambda x: jnp.sum(model.apply({"params": params}, x)[:, -1])  # noqa: E731
+        return jnp.abs(jax.jit(jax.grad(loss))(batch.inputs)).sum(axis=(0, 2))
+
+    truncated, full = grad_by_step(2), grad_by_step(None)
+    np.testing.assert_array_equal(truncated[:-2], 0.0)
+    assert float(truncated[-2:].min()) > 0 and float(full[:-2].max()) > 0
 
 
 def test_mixer_options_are_forwarded_and_validated():
@@ -180,27 +210,27 @@ def test_mixer_options_are_forwarded_and_validated():
         mixer_options={"attention": {"num_heads": 2, "positions": "none"}},
     )
     assert _param_shapes(model, ADDING)["layer0_attention"]["query_kernel"].shape == (2, 2, HIDDEN // 2)
-    bad = build_model("attention", ADDING, hidden_size=HIDDEN, mixer_options={"attention": {"heads": 2}})
-    with pytest.raises(ValueError, match="heads"):
-        _param_shapes(bad, ADDING)
+    # A bad option fails when the model is built, before anything is traced or compiled.
+    with pytest.raises(ConfigError, match="model.options.attention key='heads' is unknown"):
+        build_model("attention", ADDING, hidden_size=HIDDEN, mixer_options={"attention": {"heads": 2}})
 
 
 @pytest.mark.parametrize(
     "kwargs,field",
     [
-        ({"mixers": "lstm", "mode": "deep"}, "mode"),
-        ({"mixers": "lstm", "norm": "batchnorm"}, "norm"),
-        ({"mixers": "lstm", "num_layers": 0}, "num_layers"),
-        ({"mixers": "lstm", "hidden_size": 0}, "hidden_size"),
+        ({"mixers": "lstm", "setting": "deep"}, "model.setting"),
+        ({"mixers": "lstm", "norm": "batchnorm"}, "model.norm"),
+        ({"mixers": "lstm", "num_layers": 0}, "model.num_layers"),
+        ({"mixers": "lstm", "hidden_size": 0}, "model.hidden_size"),
         ({"mixers": "lstm+transformerxl"}, "transformerxl"),
-        ({"mixers": ()}, "mixers"),
+        ({"mixers": ()}, "model.name"),
     ],
 )
 def test_bad_arguments_name_the_field(kwargs, field):
     mixers = kwargs.pop("mixers")
     with pytest.raises(ValueError, match=field) as err:
         build_model(mixers, ADDING, **kwargs)
-    if field == "mode":
+    if field == "model.setting":
         assert "bare" in str(err.value) and "block" in str(err.value)  # the allowed values are listed
     if field == "transformerxl":
         assert "lstm" in str(err.value)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -13,7 +14,7 @@ import pytest
 from lrd.checkpoint import Checkpointer
 from lrd.cli import main
 from lrd.config import ExperimentConfig, apply_overrides
-from lrd.logging import read_metrics
+from lrd.metrics_log import read_metrics
 from lrd.runner import NumericalFault, WorkdirError, run_experiment
 from lrd.tasks.adding import Adding as AddingTask
 from lrd.train import apply_batch, init_state, init_states, make_chunk_fn, make_optimizer, seed_keys
@@ -85,8 +86,7 @@ def test_killed_run_resumes_to_identical_params_and_metrics(tmp_path):
     assert resumed["status"] == "completed" and resumed["resumed_from"] == 20
 
     a, b = final_state(whole, config_whole), final_state(broken, config_broken)
-    for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b), strict=True):
-        np.testing.assert_array_equal(x, y)  # bitwise
+    chex.assert_trees_all_equal(a, b)  # bitwise, and the same tree structure
     assert comparable(read_metrics(whole / "metrics.jsonl")) == comparable(
         read_metrics(broken / "metrics.jsonl")
     )
@@ -128,10 +128,7 @@ def test_nan_batch_is_skipped_and_counted():
     poisoned = batch._replace(inputs=batch.inputs.at[3, 4, 0].set(jnp.nan))
     new, metrics = apply_batch(state, poisoned, model=model, task=task, optimizer=optimizer)
     assert int(new.num_skipped) == 1 and int(new.step) == 1 and float(metrics["finite"]) == 0.0
-    for x, y in zip(
-        jax.tree_util.tree_leaves(state.params), jax.tree_util.tree_leaves(new.params), strict=True
-    ):
-        np.testing.assert_array_equal(x, y)
+    chex.assert_trees_all_equal(state.params, new.params)
     good, _ = apply_batch(new, batch, model=model, task=task, optimizer=optimizer)
     assert int(good.num_skipped) == 1
     assert any(
@@ -189,16 +186,20 @@ def test_seed_i_of_a_vmapped_run_equals_that_seed_run_alone():
     for i, key in enumerate(seed_keys(3, 3)):
         alone = jax.tree_util.tree_map(lambda x: x[None], init_state(model, task, optimizer, key))
         alone, alone_metrics = chunk(alone)
-        for x, y in zip(jax.tree_util.tree_leaves(together), jax.tree_util.tree_leaves(alone), strict=True):
-            np.testing.assert_allclose(np.asarray(x)[i], np.asarray(y)[0], rtol=1e-5, atol=1e-6)
+        seed_i = jax.tree_util.tree_map(lambda x, i=i: x[i], together)
+        chex.assert_trees_all_close(
+            seed_i, jax.tree_util.tree_map(lambda y: y[0], alone), rtol=1e-5, atol=1e-6
+        )
         np.testing.assert_allclose(metrics["loss"][i], alone_metrics["loss"][0], rtol=1e-5)
     assert not np.allclose(metrics["loss"][0], metrics["loss"][1])  # and the seeds do differ
 
 
 def test_lrd_run_cli(tmp_path, capsys):
     workdir = tmp_path / "cli"
-    args = ["run", "--workdir", str(workdir), *[f"--{o}" for o in TINY], "--run.steps", "10"]
-    args += ["--run.checkpoint_every", "10", "--run.tensorboard", "true"]
+    changed = {"run.steps": "10", "run.checkpoint_every": "10", "run.tensorboard": "true"}
+    tiny = [o for o in TINY if o.partition("=")[0] not in changed]  # a field given twice is an error
+    args = ["run", "--workdir", str(workdir), *[f"--{o}" for o in tiny]]
+    args += [f"--{key}={value}" for key, value in changed.items()]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "seed 0:" in out and "seed 1:" in out
@@ -214,3 +215,13 @@ def test_lrd_run_cli(tmp_path, capsys):
     assert "model.name='nope' is unknown" in capsys.readouterr().err
     assert main(["run", "--config", str(tmp_path / "missing.py"), "--workdir", str(workdir)]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_checkpoints_follow_the_cadence_when_evaluations_do_not_divide_it(tmp_path):
+    # Given evaluations every 3 steps and checkpoints every 5, When 10 steps run, Then a checkpoint follows the
+    # first evaluation at or past each multiple of 5 (step 6, step 10), and the last step.
+    config = tiny_config(tmp_path, "run.steps=10", "run.eval_every=3", "run.checkpoint_every=5")
+    run_experiment(config, progress=False)
+    with Checkpointer(tmp_path / "checkpoints") as checkpointer:
+        assert checkpointer.steps() == [6, 10]
+    assert [r["step"] for r in read_metrics(tmp_path / "metrics.jsonl") if r["seed"] == 0] == [3, 6, 9, 10]

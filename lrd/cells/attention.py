@@ -14,12 +14,17 @@ with ``is_causal=True``. Positions are one of
 Linear attention (Katharopoulos et al. 2020, "Transformers are RNNs", eqs. 4-9 and 16-20) replaces
 ``exp(q . k)`` by ``phi(q) . phi(k)`` with ``phi(x) = elu(x) + 1``, so causal attention becomes a linear
 recurrence on the state ``S_t = S_{t-1} + phi(k_t) v_t^T`` and normaliser ``z_t = z_{t-1} + phi(k_t)``, read
-out as ``y_t = phi(q_t)^T S_t / (phi(q_t)^T z_t + eps)``. Three forms compute the same function:
+out as ``y_t = phi(q_t)^T S_t / (phi(q_t)^T z_t + eps)``. Four algorithms (field ``scan_mode``) compute the same
+function:
 
-* ``"recurrent"``: the flattened ``(S, z)`` through :func:`lrd.scan.linear_scan` with ``a = 1`` (any mode);
+* ``"sequential"``, ``"associative"``: the recurrent form, the flattened ``(S, z)`` through
+  :func:`lrd.scan.linear_scan` with ``a = 1`` in that mode (the only ones that honour ``truncation``);
 * ``"parallel"``: the masked quadratic form ``Y = (M o phi(Q) phi(K)^T) V`` over its row sums (eq. 9);
 * ``"chunked"``: quadratic inside chunks of ``chunk_size`` steps plus the chunk-boundary states, which are
   passed sequentially across chunks through :func:`lrd.scan.linear_scan` (memory ``O(T C + T/C * d^2)``).
+
+Softmax attention has two (field ``scan_mode``): ``"jax"`` (``jax.nn.dot_product_attention``, fused kernels where
+a backend has them) and ``"einsum"`` (the same computation written out).
 
 Both modules map ``float32[batch, time, d_in] -> float32[batch, time, hidden_size]`` for any ``d_in``:
 queries, keys and values are projected from ``x`` (``heads x head_dim``, ``head_dim = hidden_size //
@@ -28,33 +33,41 @@ num_heads``), heads are concatenated and projected to ``hidden_size``.
 Gradient probe (see :mod:`lrd.scan`): softmax attention has no recurrent state; its memory of step ``t`` is
 the key/value pair ``(k_t, v_t)`` that every later query reads, so the probe is the pair of
 ``[time, batch, heads, head_dim]`` arrays added to ``k_t`` (after positions) and ``v_t``, and its gradient is
-``dL/d(k_t, v_t)``. Linear attention probes its state ``(S_t, z_t)`` in every form
+``dL/d(k_t, v_t)``. Linear attention probes its state ``(S_t, z_t)`` in every scan mode
 (``[time, batch, heads * (head_dim^2 + head_dim)]``, the flattened layout of the recurrent form), so the probe
-gradients of the three forms are equal.
+gradients of all its scan modes are equal.
 """
 
 from __future__ import annotations
 
-from typing import ClassVar
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from lrd.cells.base import probe_variable, to_batch_major, to_time_major
+from lrd.cells.base import (
+    DEFAULT_CHUNK_SIZE,
+    LinearRecurrentLayer,
+    Mixer,
+    probe_variable,
+    to_batch_major,
+    to_time_major,
+)
 from lrd.registry import register_mixer
-from lrd.scan import SCAN_MODES, linear_scan
+from lrd.scan import linear_scan
 
 POSITIONS = ("rotary", "sinusoidal", "none")
-IMPLEMENTATIONS = ("jax", "einsum")
-LINEAR_FORMS = ("recurrent", "parallel", "chunked")
+ATTENTION_SCAN_MODES = ("jax", "einsum")
+LINEAR_ATTENTION_SCAN_MODES = ("sequential", "associative", "chunked", "parallel")
 
 __all__ = [
     "Attention",
     "LinearAttention",
     "POSITIONS",
-    "IMPLEMENTATIONS",
-    "LINEAR_FORMS",
+    "ATTENTION_SCAN_MODES",
+    "LINEAR_ATTENTION_SCAN_MODES",
     "rotary_embedding",
     "sinusoidal_table",
     "causal_softmax_attention",
@@ -95,21 +108,18 @@ def sinusoidal_table(num_steps: int, dim: int, base: float = 10000.0) -> jax.Arr
     return table[:, :dim]
 
 
-def causal_softmax_attention(
-    q: jax.Array, k: jax.Array, v: jax.Array, implementation: str = "jax"
-) -> jax.Array:
+def causal_softmax_attention(q: jax.Array, k: jax.Array, v: jax.Array, scan_mode: str = "jax") -> jax.Array:
     """``softmax(q k^T / sqrt(d) + causal mask) v`` per head; ``float32[batch, time, heads, head_dim]``.
 
-    ``implementation="jax"`` calls ``jax.nn.dot_product_attention(..., is_causal=True)`` (XLA; fused kernels
+    ``scan_mode="jax"`` calls ``jax.nn.dot_product_attention(..., is_causal=True)`` (XLA; fused kernels
     where a backend has them); ``"einsum"`` writes the same computation out (two einsums and a masked softmax),
     which measured about 2x faster on CPU in float32 at T=1024 with jax 0.10.2.
     """
-    if implementation == "jax":
+    if scan_mode == "jax":
         return jax.nn.dot_product_attention(q, k, v, is_causal=True)
-    if implementation != "einsum":
+    if scan_mode != "einsum":
         raise ValueError(
-            f"attention: implementation={implementation!r} is unknown; allowed values: "
-            f"{', '.join(IMPLEMENTATIONS)}"
+            f"attention: scan_mode={scan_mode!r} is unknown; allowed values: {', '.join(ATTENTION_SCAN_MODES)}"
         )
     num_steps = q.shape[1]
     logits = jnp.einsum("bthk,bshk->bhts", q, k) / jnp.sqrt(jnp.asarray(q.shape[-1], q.dtype))
@@ -171,9 +181,8 @@ def linear_attention_recurrent(
     v: jax.Array,
     *,
     eps: float = 1e-6,
-    mode: str = "sequential",
-    chunk_size: int = 64,
     probe: jax.Array | None = None,
+    **scan_options: Any,
 ) -> jax.Array:
     """Recurrent form (Katharopoulos et al. 2020, eqs. 18-20) through :func:`lrd.scan.linear_scan`.
 
@@ -183,7 +192,7 @@ def linear_attention_recurrent(
     Args:
       phi_q, phi_k: ``float32[batch, time, heads, key_dim]`` feature-mapped queries and keys.
       v: ``float32[batch, time, heads, value_dim]``.
-      mode, chunk_size: passed to :func:`linear_scan`.
+      scan_options: keyword arguments of :func:`lrd.scan.linear_scan` (``mode``, ``truncation``...).
       probe: ``None`` or zeros ``[time, batch, heads * (key_dim * value_dim + key_dim)]``.
 
     Returns:
@@ -193,7 +202,7 @@ def linear_attention_recurrent(
     kv = jnp.einsum("bthk,bthv->tbhkv", phi_k, v)
     b = _flatten_state(kv, to_time_major(phi_k))  # [T, B, state]
     ones = jnp.ones((), b.dtype)
-    states = linear_scan(ones, b, mode=mode, chunk_size=chunk_size, probe=probe)
+    states = linear_scan(ones, b, probe=probe, **scan_options)
     s, z = _unflatten_state(states, heads, key_dim, value_dim)  # [T, B, H, dk, dv], [T, B, H, dk]
     numerator = jnp.einsum("bthk,tbhkv->bthv", phi_q, s)
     denominator = jnp.einsum("bthk,tbhk->bth", phi_q, z)
@@ -268,38 +277,28 @@ def linear_attention_chunked(
 # Modules
 
 
-def _head_dim(hidden_size: int, num_heads: int) -> int:
-    if not isinstance(num_heads, int) or num_heads < 1:
-        raise ValueError(f"num_heads must be a positive int, got {num_heads!r}")
-    if hidden_size % num_heads:
-        raise ValueError(f"hidden_size={hidden_size} must be divisible by num_heads={num_heads}")
-    return hidden_size // num_heads
+def _qkv(module: nn.Module, x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """``x: float32[batch, time, d_in] -> q, k, v: float32[batch, time, heads, head_dim]`` (no bias).
+
+    Kernels ``{query,key,value}_kernel: [d_in, heads, head_dim]``, ``head_dim = hidden_size // num_heads``.
+    """
+    shape = (x.shape[-1], module.num_heads, module.hidden_size // module.num_heads)
+    init = nn.initializers.lecun_normal(in_axis=0, out_axis=(1, 2))
+    projections = []
+    for name in ("query", "key", "value"):
+        kernel = module.param(f"{name}_kernel", init, shape)
+        projections.append(jnp.einsum("btd,dhk->bthk", x, kernel))
+    return tuple(projections)
 
 
-class _MultiHeadProjections(nn.Module):
-    """Shared layout: ``q, k, v`` kernels ``[d_in, heads, head_dim]``; output ``[heads, head_dim, H]``."""
-
-    hidden_size: int
-    num_heads: int = 4
-
-    def qkv(self, x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-        """``x: float32[batch, time, d_in] -> q, k, v: float32[batch, time, heads, head_dim]`` (no bias)."""
-        head_dim = _head_dim(self.hidden_size, self.num_heads)
-        shape = (x.shape[-1], self.num_heads, head_dim)
-        init = nn.initializers.lecun_normal(in_axis=0, out_axis=(1, 2))
-        projections = []
-        for name in ("query", "key", "value"):
-            kernel = self.param(f"{name}_kernel", init, shape)
-            projections.append(jnp.einsum("btd,dhk->bthk", x, kernel))
-        return tuple(projections)
-
-    def output(self, y: jax.Array) -> jax.Array:
-        """``float32[batch, time, heads, head_dim] -> float32[batch, time, hidden_size]``."""
-        heads, head_dim = y.shape[2], y.shape[3]
-        init = nn.initializers.lecun_normal(in_axis=(0, 1), out_axis=2)
-        kernel = self.param("output_kernel", init, (heads, head_dim, self.hidden_size))
-        bias = self.param("output_bias", nn.initializers.zeros_init(), (self.hidden_size,))
-        return jnp.einsum("bthk,hko->bto", y, kernel) + bias
+def _output(module: nn.Module, y: jax.Array) -> jax.Array:
+    """``float32[batch, time, heads, head_dim] -> float32[batch, time, hidden_size]``: ``output_kernel [heads,
+    head_dim, hidden_size]`` and ``output_bias``."""
+    heads, head_dim = y.shape[2], y.shape[3]
+    init = nn.initializers.lecun_normal(in_axis=(0, 1), out_axis=2)
+    kernel = module.param("output_kernel", init, (heads, head_dim, module.hidden_size))
+    bias = module.param("output_bias", nn.initializers.zeros_init(), (module.hidden_size,))
+    return jnp.einsum("bthk,hko->bto", y, kernel) + bias
 
 
 @register_mixer(
@@ -307,7 +306,7 @@ class _MultiHeadProjections(nn.Module):
     family="attention",
     description="causal multi-head softmax attention, rotary positions (Vaswani et al. 2017; Su et al. 2021)",
 )
-class Attention(_MultiHeadProjections):
+class Attention(Mixer):
     """Causal multi-head softmax attention: ``float32[batch, time, d_in] -> float32[batch, time, hidden]``.
 
     Attributes:
@@ -315,24 +314,35 @@ class Attention(_MultiHeadProjections):
       num_heads: number of heads.
       positions: ``"rotary"`` | ``"sinusoidal"`` | ``"none"`` (see the module docstring).
       position_base: the base ``10000`` of the rotary / sinusoidal frequencies.
-      implementation: ``"jax"`` (``jax.nn.dot_product_attention``) or ``"einsum"`` (see
+      scan_mode: ``"jax"`` (``jax.nn.dot_product_attention``) or ``"einsum"`` (see
         :func:`causal_softmax_attention`); the same function.
     """
 
-    FORMS: ClassVar[tuple[str, ...]] = IMPLEMENTATIONS  # benchmarked side by side (lrd.bench)
-    FORM_FIELD: ClassVar[str] = "implementation"
-
+    scan_mode: str = "jax"
+    num_heads: int = 4
     positions: str = "rotary"
     position_base: float = 10000.0
-    implementation: str = "jax"
+
+    SCAN_MODES: ClassVar[tuple[str, ...]] = ATTENTION_SCAN_MODES
+
+    @nn.nowrap
+    def check(self) -> None:
+        super().check()
+        self.require_heads()
+        self.require_choice("positions", POSITIONS)
+        self.require_number("position_base", low=0.0)
+        if self.positions == "rotary":
+            self.require(
+                (self.hidden_size // self.num_heads) % 2 == 0,
+                "num_heads",
+                f"rotary positions need an even head_dim = hidden_size / num_heads, got "
+                f"{self.hidden_size} / {self.num_heads}",
+            )
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        if self.positions not in POSITIONS:
-            raise ValueError(
-                f"attention: positions={self.positions!r} is unknown; allowed values: {', '.join(POSITIONS)}"
-            )
-        q, k, v = self.qkv(x)
+        self.check()
+        q, k, v = _qkv(self, x)
         if self.positions == "rotary":
             q = rotary_embedding(q, self.position_base)
             k = rotary_embedding(k, self.position_base)
@@ -344,7 +354,7 @@ class Attention(_MultiHeadProjections):
         if probe is not None:
             k = k + to_batch_major(probe[0])
             v = v + to_batch_major(probe[1])
-        return self.output(causal_softmax_attention(q, k, v, self.implementation))
+        return _output(self, causal_softmax_attention(q, k, v, self.scan_mode))
 
 
 @register_mixer(
@@ -352,50 +362,49 @@ class Attention(_MultiHeadProjections):
     family="attention",
     description="causal linear attention, elu+1 features (Katharopoulos et al. 2020)",
 )
-class LinearAttention(_MultiHeadProjections):
+class LinearAttention(LinearRecurrentLayer):
     """Causal linear attention: ``float32[batch, time, d_in] -> float32[batch, time, hidden_size]``.
 
     Attributes:
       hidden_size: output width; ``heads * head_dim`` with ``head_dim = hidden_size // num_heads``.
       num_heads: number of heads (state ``head_dim x head_dim`` per head).
-      form: ``"recurrent"`` | ``"parallel"`` | ``"chunked"`` (same function; see the module docstring).
-      scan_mode: :func:`lrd.scan.linear_scan` mode of the recurrent form.
-      chunk_size: chunk length of the chunked form (and of ``scan_mode="chunked"``).
+      scan_mode: ``"sequential"`` | ``"associative"`` (the recurrent form through that linear scan) |
+        ``"chunked"`` (the chunkwise form) | ``"parallel"`` (the quadratic form); the same function, see the
+        module docstring.
+      chunk_size: chunk length of the chunkwise form (``None``: 64).
+      truncation: truncated BPTT of the recurrent form (``scan_mode`` ``"sequential"`` or ``"associative"``).
       eps: added to the normaliser ``phi(q_t)^T z_t``.
     """
 
-    FORMS: ClassVar[tuple[str, ...]] = LINEAR_FORMS
-    SCAN_FORM: ClassVar[str] = "recurrent"  # the form whose cost depends on scan_mode
-
-    form: str = "chunked"
-    scan_mode: str = "sequential"
-    chunk_size: int = 64
+    scan_mode: str = "chunked"
+    num_heads: int = 4
     eps: float = 1e-6
+
+    SCAN_MODES: ClassVar[tuple[str, ...]] = LINEAR_ATTENTION_SCAN_MODES
+    OPTION_SCAN_MODES: ClassVar[Mapping[str, tuple[str, ...]]] = {
+        "chunk_size": ("chunked",),
+        "truncation": ("sequential", "associative"),
+    }
+
+    @nn.nowrap
+    def check(self) -> None:
+        super().check()
+        self.require_heads()
+        self.require_number("eps", low=0.0)
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        if self.form not in LINEAR_FORMS:
-            raise ValueError(
-                f"linear_attention: form={self.form!r} is unknown; allowed values: {', '.join(LINEAR_FORMS)}"
-            )
-        if self.scan_mode not in SCAN_MODES:
-            raise ValueError(
-                f"linear_attention: scan_mode={self.scan_mode!r} is unknown; "
-                f"allowed values: {', '.join(SCAN_MODES)}"
-            )
-        q, k, v = self.qkv(x)
+        self.check()
+        q, k, v = _qkv(self, x)
         phi_q, phi_k = elu_feature_map(q), elu_feature_map(k)
         batch, num_steps, heads, head_dim = q.shape
         state_example = jnp.zeros((batch, _state_size(heads, head_dim, head_dim)), x.dtype)
-        probe = probe_variable(self, state_example, num_steps)
-        if self.form == "recurrent":
-            y = linear_attention_recurrent(
-                phi_q, phi_k, v, eps=self.eps, mode=self.scan_mode, chunk_size=self.chunk_size, probe=probe
-            )
-        elif self.form == "parallel":
+        probe = self.probe(state_example, num_steps)
+        if self.scan_mode == "parallel":
             y = linear_attention_parallel(phi_q, phi_k, v, eps=self.eps, probe=probe)
+        elif self.scan_mode == "chunked":
+            chunk_size = self.chunk_size or DEFAULT_CHUNK_SIZE
+            y = linear_attention_chunked(phi_q, phi_k, v, chunk_size=chunk_size, eps=self.eps, probe=probe)
         else:
-            y = linear_attention_chunked(
-                phi_q, phi_k, v, chunk_size=self.chunk_size, eps=self.eps, probe=probe
-            )
-        return self.output(y)
+            y = linear_attention_recurrent(phi_q, phi_k, v, eps=self.eps, probe=probe, **self.scan_options())
+        return _output(self, y)

@@ -1,8 +1,8 @@
 """Classic recurrent cells: Elman RNN, IRNN, LSTM, GRU, IndRNN.
 
-Each module hoists its input projection out of the time loop (one ``[batch*time, d_in] x [d_in, G*hidden]`` matmul),
-then runs only the recurrent part through :func:`lrd.scan.bptt_scan`. The step functions are pure and are
-exported so tests can compare them with hand-written equations.
+Each module hoists its input projection out of the time loop (one ``[batch*time, d_in] x [d_in, G*hidden]``
+matmul, :func:`lrd.cells.base.affine`), then runs only the recurrent part through :func:`lrd.scan.bptt_scan`. The
+step functions are pure and are exported so tests can compare them with hand-written equations.
 
 Weight layout (shared with PyTorch so weights can be copied across; see ``tests/test_cells_classic.py``):
 
@@ -22,12 +22,13 @@ import jax
 import jax.numpy as jnp
 
 from lrd.cells.base import (
+    RECURRENT_INITS,
     RecurrentCell,
+    affine,
     gate_blocks_initializer,
-    probe_variable,
     recurrent_initializer,
     to_batch_major,
-    to_time_major,
+    uniform_initializer,
 )
 from lrd.registry import register_mixer
 from lrd.scan import bptt_scan
@@ -43,12 +44,6 @@ def _activation(name: str) -> Callable[[jax.Array], jax.Array]:
     if name not in ACTIVATIONS:
         raise ValueError(f"activation={name!r} is unknown; allowed values: {', '.join(ACTIVATIONS)}")
     return ACTIVATIONS[name]
-
-
-def _project(x: jax.Array, kernel: jax.Array, bias: jax.Array | None) -> jax.Array:
-    """The hoisted input projection ``x W + b`` for every step at once: ``[B, T, D] -> [T, B, G*H]``."""
-    z = jnp.einsum("btd,dg->tbg", x, kernel)
-    return z if bias is None else z + bias
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -118,8 +113,16 @@ class ElmanRNN(RecurrentCell):
     recurrent_init: str = "orthogonal"
     spectral_radius: float = 1.0
 
+    @nn.nowrap
+    def check(self) -> None:
+        super().check()
+        self.require_choice("activation", tuple(ACTIVATIONS))
+        self.require_choice("recurrent_init", RECURRENT_INITS)
+        self.require_number("spectral_radius", low=0.0)
+
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
+        self.check()
         act = _activation(self.activation)
         h_size = self.hidden_size
         input_kernel = self.param("input_kernel", nn.initializers.lecun_normal(), (x.shape[-1], h_size))
@@ -129,9 +132,9 @@ class ElmanRNN(RecurrentCell):
             recurrent_initializer(self.recurrent_init, self.spectral_radius),
             (h_size, h_size),
         )
-        xw = _project(x, input_kernel, bias)
+        xw = affine(x, input_kernel, bias, time_major=True)
         h0 = jnp.zeros((x.shape[0], h_size), xw.dtype)
-        probe = probe_variable(self, h0, x.shape[1])
+        probe = self.probe(h0, x.shape[1])
         _, hs = bptt_scan(
             lambda h, xw_t: elman_step(h, xw_t, recurrent_kernel, act),
             h0,
@@ -153,8 +156,14 @@ class LSTM(RecurrentCell):
 
     forget_bias: float = 1.0
 
+    @nn.nowrap
+    def check(self) -> None:
+        super().check()
+        self.require_number("forget_bias")
+
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
+        self.check()
         h_size = self.hidden_size
         input_kernel = self.param("input_kernel", nn.initializers.lecun_normal(), (x.shape[-1], 4 * h_size))
         recurrent_kernel = self.param(
@@ -165,10 +174,10 @@ class LSTM(RecurrentCell):
             return jnp.zeros(shape, dtype).at[h_size : 2 * h_size].set(self.forget_bias)
 
         bias = self.param("bias", bias_init, (4 * h_size,))
-        xw = _project(x, input_kernel, bias)
+        xw = affine(x, input_kernel, bias, time_major=True)
         zeros = jnp.zeros((x.shape[0], h_size), xw.dtype)
         carry0 = (zeros, zeros)
-        probe = probe_variable(self, carry0, x.shape[1])
+        probe = self.probe(carry0, x.shape[1])
         _, hs = bptt_scan(
             lambda c, xw_t: lstm_step(c, xw_t, recurrent_kernel),
             carry0,
@@ -186,6 +195,7 @@ class GRU(RecurrentCell):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
+        self.check()
         h_size = self.hidden_size
         input_kernel = self.param("input_kernel", nn.initializers.lecun_normal(), (x.shape[-1], 3 * h_size))
         input_bias = self.param("input_bias", nn.initializers.zeros_init(), (3 * h_size,))
@@ -193,9 +203,9 @@ class GRU(RecurrentCell):
             "recurrent_kernel", gate_blocks_initializer(nn.initializers.orthogonal(), 3), (h_size, 3 * h_size)
         )
         recurrent_bias = self.param("recurrent_bias", nn.initializers.zeros_init(), (3 * h_size,))
-        xw = _project(x, input_kernel, input_bias)
+        xw = affine(x, input_kernel, input_bias, time_major=True)
         h0 = jnp.zeros((x.shape[0], h_size), xw.dtype)
-        probe = probe_variable(self, h0, x.shape[1])
+        probe = self.probe(h0, x.shape[1])
         _, hs = bptt_scan(
             lambda h, xw_t: gru_step(h, xw_t, recurrent_kernel, recurrent_bias),
             h0,
@@ -224,13 +234,6 @@ def indrnn_step(
     return activation(xw + recurrent_weight * h)
 
 
-def _uniform_init(low: float, high: float):
-    def init(key: jax.Array, shape: tuple[int, ...], dtype=jnp.float32) -> jax.Array:
-        return jax.random.uniform(key, shape, dtype, low, high)
-
-    return init
-
-
 @register_mixer("indrnn", family="classic", description="IndRNN: per-unit recurrent weights (Li et al. 2018)")
 class IndRNN(RecurrentCell):
     """Independently recurrent network ``h_t = act(W x_t + u * h_{t-1} + b)``: ``[batch, time, d_in] -> [.., hidden]``.
@@ -255,25 +258,35 @@ class IndRNN(RecurrentCell):
     recurrent_init_max: float = 1.0
     recurrent_max: float | None = None
 
+    @nn.nowrap
+    def check(self) -> None:
+        super().check()
+        self.require_choice("activation", tuple(ACTIVATIONS))
+        self.require_number("recurrent_init_min")
+        self.require_number("recurrent_init_max")
+        self.require(
+            self.recurrent_init_min <= self.recurrent_init_max,
+            "recurrent_init_min",
+            f"need recurrent_init_min <= recurrent_init_max, got recurrent_init_max={self.recurrent_init_max!r}",
+        )
+        if self.recurrent_max is not None:
+            self.require_number("recurrent_max", low=0.0)
+
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
+        self.check()
         act = _activation(self.activation)
-        if not self.recurrent_init_min <= self.recurrent_init_max:
-            raise ValueError(
-                "indrnn: need recurrent_init_min <= recurrent_init_max, got "
-                f"{self.recurrent_init_min!r} > {self.recurrent_init_max!r}"
-            )
-        if self.recurrent_max is not None and not self.recurrent_max > 0:
-            raise ValueError(f"indrnn: recurrent_max must be None or > 0, got {self.recurrent_max!r}")
         h_size = self.hidden_size
         input_kernel = self.param("input_kernel", nn.initializers.lecun_normal(), (x.shape[-1], h_size))
         bias = self.param("bias", nn.initializers.zeros_init(), (h_size,))
         recurrent_weight = self.param(
-            "recurrent_weight", _uniform_init(self.recurrent_init_min, self.recurrent_init_max), (h_size,)
+            "recurrent_weight",
+            uniform_initializer(self.recurrent_init_min, self.recurrent_init_max),
+            (h_size,),
         )
-        xw = _project(x, input_kernel, bias)
+        xw = affine(x, input_kernel, bias, time_major=True)
         h0 = jnp.zeros((x.shape[0], h_size), xw.dtype)
-        probe = probe_variable(self, h0, x.shape[1])
+        probe = self.probe(h0, x.shape[1])
         _, hs = bptt_scan(
             lambda h, xw_t: indrnn_step(h, xw_t, recurrent_weight, act, self.recurrent_max),
             h0,
@@ -294,5 +307,4 @@ __all__ = [
     "gru_step",
     "indrnn_step",
     "ACTIVATIONS",
-    "to_time_major",
 ]

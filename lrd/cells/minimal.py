@@ -15,11 +15,11 @@ with input-dependent coefficients, ``h_t = a_t * h_{t-1} + b_t`` (elementwise), 
 continuous at 0 (both sides are 1/2) and strictly positive, which is what allows ``log h`` to exist. This file
 uses ``g`` in both computation paths, so they compute the same function.
 
-Two computation paths, chosen by the field ``log_space``:
+Two computation paths, chosen by the field ``scan_mode``:
 
-* ``log_space=False`` (default): the coefficients ``(a_t, b_t)`` go to :func:`lrd.scan.linear_scan` in any
-  ``scan_mode`` (``sequential``, ``associative`` (default), ``chunked`` with ``chunk_size``).
-* ``log_space=True``: the paper's log-space parallel scan (Appendix, ``parallel_scan_log``). With
+* ``"sequential"``, ``"associative"`` (default), ``"chunked"`` (with ``chunk_size``): the coefficients
+  ``(a_t, b_t)`` go to :func:`lrd.scan.linear_scan` in that mode (``truncation`` is honoured);
+* ``"log_space"``: the paper's log-space parallel scan (Appendix, ``parallel_scan_log``). With
   ``A*_t = sum_{r<=t} log a_r`` and zero initial state, ``h_t = exp(A*_t) * sum_{s<=t} exp(log b_s - A*_s)``, so
   ``log h_t = A*_t + logcumsumexp_s(log b_s - A*_s)``: one cumulative sum and one cumulative log-sum-exp.
   ``log a`` and ``log b`` are formed without ever leaving log space: ``log(1 - z) = -softplus(k)``,
@@ -30,7 +30,8 @@ Two computation paths, chosen by the field ``log_space``:
 
 The gradient probe (``dL/dh_t``) needs the probe added to the state inside the recurrence, which has no
 log-space form (``h + p`` may be negative). When the ``"probes"`` collection is requested, the cell therefore
-runs the linear path with its ``scan_mode`` even if ``log_space=True``: the same function, the same gradients.
+runs the linear path (associative scan) even if ``scan_mode="log_space"``: the same function, the same gradients.
+Truncated BPTT has no log-space form either, so ``truncation`` with ``scan_mode="log_space"`` is an error.
 
 Shapes: ``x: float32[batch, time, d_in] -> float32[batch, time, hidden_size]``; the state ``h`` has
 ``hidden_size`` units, as in the paper's minimal form (no expansion or output projection).
@@ -38,15 +39,19 @@ Shapes: ``x: float32[batch, time, d_in] -> float32[batch, time, hidden_size]``; 
 
 from __future__ import annotations
 
-from typing import ClassVar
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from lrd.cells.base import probe_variable, to_batch_major, to_time_major
+from lrd.cells.base import LinearRecurrentLayer, dense, to_batch_major
 from lrd.registry import register_mixer
-from lrd.scan import SCAN_MODES, linear_scan
+from lrd.scan import SCAN_MODES as LINEAR_SCAN_MODES
+from lrd.scan import linear_scan
+
+MINIMAL_SCAN_MODES = (*LINEAR_SCAN_MODES, "log_space")
 
 __all__ = [
     "MinGRU",
@@ -58,6 +63,7 @@ __all__ = [
     "min_lstm",
     "min_gru_coefficients",
     "min_lstm_coefficients",
+    "MINIMAL_SCAN_MODES",
 ]
 
 
@@ -113,19 +119,18 @@ def min_gru(
     gate_logit: jax.Array,
     candidate_logit: jax.Array,
     *,
-    mode: str = "associative",
-    chunk_size: int = 64,
     log_space: bool = False,
     probe: jax.Array | None = None,
+    **scan_options: Any,
 ) -> jax.Array:
     """minGRU (paper Sec. 3.1, Eq. for ``h_t``) over all steps, from ``h_0 = 0``.
 
     Args:
       gate_logit: ``Linear_z(x)``, ``float32[time, batch, hidden]``.
       candidate_logit: ``Linear_h(x)``, same shape.
-      mode, chunk_size: :func:`lrd.scan.linear_scan` options of the linear path.
-      log_space: use the paper's log-space scan (ignored when ``probe`` is given, see the module docstring).
+      log_space: use the paper's log-space scan (not when ``probe`` is given, see the module docstring).
       probe: ``None`` or zeros ``[time, batch, hidden]``.
+      scan_options: keyword arguments of :func:`lrd.scan.linear_scan` for the linear path.
 
     Returns:
       ``h: float32[time, batch, hidden]``.
@@ -135,7 +140,7 @@ def min_gru(
         log_b = -jax.nn.softplus(-gate_logit) + log_g(candidate_logit)  # log z + log g(h~)
         return log_space_scan(log_a, log_b)
     a, b = min_gru_coefficients(gate_logit, candidate_logit)
-    return linear_scan(a, b, mode=mode, chunk_size=chunk_size, probe=probe)
+    return linear_scan(a, b, probe=probe, **scan_options)
 
 
 def min_lstm(
@@ -143,17 +148,16 @@ def min_lstm(
     input_logit: jax.Array,
     candidate_logit: jax.Array,
     *,
-    mode: str = "associative",
-    chunk_size: int = 64,
     log_space: bool = False,
     probe: jax.Array | None = None,
+    **scan_options: Any,
 ) -> jax.Array:
     """minLSTM with normalised gates (paper Sec. 3.2) over all steps, from ``h_0 = 0``.
 
     Args:
       forget_logit, input_logit, candidate_logit: ``Linear_f(x)``, ``Linear_i(x)``, ``Linear_h(x)``, each
         ``float32[time, batch, hidden]``.
-      mode, chunk_size, log_space, probe: as for :func:`min_gru`.
+      log_space, probe, scan_options: as for :func:`min_gru`.
 
     Returns:
       ``h: float32[time, batch, hidden]``.
@@ -164,47 +168,34 @@ def min_lstm(
         log_b = -jax.nn.softplus(-d) + log_g(candidate_logit)  # log i' + log g(h~)
         return log_space_scan(log_a, log_b)
     a, b = min_lstm_coefficients(forget_logit, input_logit, candidate_logit)
-    return linear_scan(a, b, mode=mode, chunk_size=chunk_size, probe=probe)
+    return linear_scan(a, b, probe=probe, **scan_options)
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # Modules
 
 
-class _MinimalCell(nn.Module):
-    """Fields and checks shared by :class:`MinGRU` and :class:`MinLSTM`."""
+class _MinimalCell(LinearRecurrentLayer):
+    """Fields, checks and the computation path shared by :class:`MinGRU` and :class:`MinLSTM`."""
 
-    NAME: ClassVar[str] = "minimal"
-    # lrd.bench runs the log-space form once and the linear form once per scan_mode.
-    FORM_FIELD: ClassVar[str] = "log_space"
-    FORMS: ClassVar[tuple[bool, ...]] = (False, True)
-    SCAN_FORM: ClassVar[bool] = False
-
-    hidden_size: int
-    scan_mode: str = "associative"
-    chunk_size: int = 64
-    log_space: bool = False
-
-    def _check_options(self) -> None:
-        if self.scan_mode not in SCAN_MODES:
-            raise ValueError(
-                f"{self.NAME}: scan_mode={self.scan_mode!r} is unknown; allowed values: {', '.join(SCAN_MODES)}"
-            )
-        if not isinstance(self.log_space, bool):
-            raise ValueError(
-                f"{self.NAME}: log_space={self.log_space!r} is invalid; allowed values: True, False"
-            )
-        if not isinstance(self.chunk_size, int) or self.chunk_size < 1:
-            raise ValueError(f"{self.NAME}: chunk_size must be an int >= 1, got {self.chunk_size!r}")
+    SCAN_MODES: ClassVar[tuple[str, ...]] = MINIMAL_SCAN_MODES
+    OPTION_SCAN_MODES: ClassVar[Mapping[str, tuple[str, ...]]] = {
+        "chunk_size": ("chunked",),
+        "truncation": LINEAR_SCAN_MODES,
+    }
 
     def _linear(self, x: jax.Array, name: str, bias: float = 0.0) -> jax.Array:
         """The hoisted projection ``x W + b`` for all steps: ``[batch, time, d_in] -> [time, batch, hidden]``."""
-        kernel = self.param(f"{name}_kernel", nn.initializers.lecun_normal(), (x.shape[-1], self.hidden_size))
-        bias_param = self.param(f"{name}_bias", nn.initializers.constant(bias), (self.hidden_size,))
-        return to_time_major(x @ kernel + bias_param)
+        return dense(
+            self, x, self.hidden_size, name, bias_init=nn.initializers.constant(bias), time_major=True
+        )
 
-    def _probe(self, x: jax.Array) -> jax.Array | None:
-        return probe_variable(self, jnp.zeros((x.shape[0], self.hidden_size), jnp.float32), x.shape[1])
+    def _path(self, x: jax.Array) -> dict[str, Any]:
+        """``log_space``, ``probe`` and the scan options for the pure functions."""
+        probe = self.probe(jnp.zeros((x.shape[0], self.hidden_size), jnp.float32), x.shape[1])
+        log_space = self.scan_mode == "log_space" and probe is None
+        linear_mode = "associative" if self.scan_mode == "log_space" else self.scan_mode
+        return {"log_space": log_space, "probe": probe, **self.scan_options(linear_mode)}
 
 
 @register_mixer(
@@ -215,8 +206,9 @@ class MinGRU(_MinimalCell):
 
     Attributes:
       hidden_size: width of the state ``h`` and of the output.
-      scan_mode, chunk_size: :func:`lrd.scan.linear_scan` options of the linear path.
-      log_space: run the paper's log-space scan instead (see the module docstring).
+      scan_mode: ``"sequential"`` | ``"associative"`` | ``"chunked"`` (:func:`lrd.scan.linear_scan`) or
+        ``"log_space"`` (the paper's log-space scan), see the module docstring.
+      chunk_size, truncation: see :class:`lrd.cells.base.LinearRecurrentLayer`.
       update_bias: initial bias of ``Linear_z``. Negative values start with ``z`` small, i.e. ``h`` mostly kept
         from step to step (``1 - z = sigmoid(-update_bias)``), which helps long lags; 0 is PyTorch-like.
 
@@ -224,23 +216,19 @@ class MinGRU(_MinimalCell):
     ``candidate_bias`` (``Linear_h``); kernels LeCun-normal.
     """
 
-    NAME: ClassVar[str] = "mingru"
     update_bias: float = -1.0
+
+    @nn.nowrap
+    def check(self) -> None:
+        super().check()
+        self.require_number("update_bias")
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        self._check_options()
+        self.check()
         gate_logit = self._linear(x, "update_gate", self.update_bias)
         candidate_logit = self._linear(x, "candidate")
-        h = min_gru(
-            gate_logit,
-            candidate_logit,
-            mode=self.scan_mode,
-            chunk_size=self.chunk_size,
-            log_space=self.log_space,
-            probe=self._probe(x),
-        )
-        return to_batch_major(h)
+        return to_batch_major(min_gru(gate_logit, candidate_logit, **self._path(x)))
 
 
 @register_mixer(
@@ -252,7 +240,7 @@ class MinLSTM(_MinimalCell):
     """minLSTM layer: ``float32[batch, time, d_in] -> float32[batch, time, hidden_size]``; see :func:`min_lstm`.
 
     Attributes:
-      hidden_size, scan_mode, chunk_size, log_space: as for :class:`MinGRU`.
+      hidden_size, scan_mode, chunk_size, truncation: as for :class:`MinGRU`.
       forget_bias, input_bias: initial biases of ``Linear_f`` and ``Linear_i``. Since ``f' = f / (f + i)``, only
         their difference matters at initialisation; ``forget_bias > input_bias`` starts with ``f'`` above 1/2.
 
@@ -260,23 +248,19 @@ class MinLSTM(_MinimalCell):
     ``candidate_kernel/bias`` (``Linear_h``); kernels LeCun-normal.
     """
 
-    NAME: ClassVar[str] = "minlstm"
     forget_bias: float = 1.0
     input_bias: float = 0.0
 
+    @nn.nowrap
+    def check(self) -> None:
+        super().check()
+        self.require_number("forget_bias")
+        self.require_number("input_bias")
+
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        self._check_options()
+        self.check()
         forget_logit = self._linear(x, "forget_gate", self.forget_bias)
         input_logit = self._linear(x, "input_gate", self.input_bias)
         candidate_logit = self._linear(x, "candidate")
-        h = min_lstm(
-            forget_logit,
-            input_logit,
-            candidate_logit,
-            mode=self.scan_mode,
-            chunk_size=self.chunk_size,
-            log_space=self.log_space,
-            probe=self._probe(x),
-        )
-        return to_batch_major(h)
+        return to_batch_major(min_lstm(forget_logit, input_logit, candidate_logit, **self._path(x)))

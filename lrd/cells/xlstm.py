@@ -34,21 +34,23 @@ mLSTM (section 2.3, eqs. 19-27), ``num_heads`` heads of ``head_dim = hidden_size
     h_t = o_t * (C_t q_t) / max(|n_t^T q_t|, 1)
 
   There is no hidden-to-hidden recurrence, so the gates depend on ``x`` only and the same function has three forms
-  (field ``form``):
+  (field ``scan_mode``):
 
-  * ``"recurrent"``: the stabilised recurrence on ``(C~, n~, m)`` through :func:`lrd.scan.bptt_scan`
-    (``O(T)`` sequential steps, state ``head_dim^2`` per head);
+  * ``"sequential"`` (the recurrent form): the stabilised recurrence on ``(C~, n~, m)`` through
+    :func:`lrd.scan.bptt_scan` (``O(T)`` sequential steps, state ``head_dim^2`` per head); the only form that
+    honours ``truncation``, ``unroll`` and ``remat``;
   * ``"parallel"`` (paper appendix, the "parallel formulation"): with ``F_t = sum_{r<=t} log f_r``, the log gate
     matrix ``D_ts = F_t - F_s + i~_s`` for ``s <= t`` (``-inf`` above the diagonal), the row stabiliser
     ``m_t = max_s D_ts`` and ``S = (Q K^T) o exp(D - m)``, the read-out is
     ``h~_t = sum_s S_ts v_s / max(|sum_s S_ts|, exp(-m_t))`` (``O(T^2)`` work and memory);
-  * ``"chunkwise"``: the parallel form inside chunks of ``chunk_size`` steps, and the stabilised state
-    ``(C~, n~, m)`` passed from chunk to chunk by a sequential scan over ``T / chunk_size`` chunks.
+  * ``"chunked"`` (the chunkwise form): the parallel form inside chunks of ``chunk_size`` steps, and the
+    stabilised state ``(C~, n~, m)`` passed from chunk to chunk by a sequential scan over ``T / chunk_size``
+    chunks.
 
   Gradient probe: the probe is the recurrent state ``(C~_t, n~_t, m_t)`` (``[time, batch, heads, head_dim,
   head_dim]``, ``[time, batch, heads, head_dim]``, ``[time, batch, heads]``). Only the recurrent form has that
   state at every step, so when the ``"probes"`` collection is requested the module evaluates the recurrent form
-  whatever ``form`` says (the same function, hence the same outputs and gradients; only the cost differs).
+  whatever ``scan_mode`` says (the same function, hence the same outputs and gradients; only the cost differs).
 
 Deviations from the paper, all deliberate: only the cells are implemented (the xLSTM *blocks*, with their
 up/down projections, causal convolution and group norm, are left to :class:`lrd.models.SequenceModel`'s generic
@@ -65,18 +67,18 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from lrd.cells.base import RecurrentCell, probe_variable, to_batch_major, to_time_major
+from lrd.cells.base import DEFAULT_CHUNK_SIZE, RecurrentCell, affine, to_batch_major, to_time_major
 from lrd.registry import register_mixer
 from lrd.scan import bptt_scan
 
 FORGET_GATES = ("sigmoid", "exp")
-MLSTM_FORMS = ("recurrent", "parallel", "chunkwise")
+MLSTM_SCAN_MODES = ("sequential", "parallel", "chunked")
 
 __all__ = [
     "SLSTM",
     "MLSTM",
     "FORGET_GATES",
-    "MLSTM_FORMS",
+    "MLSTM_SCAN_MODES",
     "log_forget_gate",
     "slstm_step",
     "slstm_scan",
@@ -86,14 +88,6 @@ __all__ = [
     "mlstm_parallel",
     "mlstm_chunkwise",
 ]
-
-
-def _head_dim(name: str, hidden_size: int, num_heads: int) -> int:
-    if not isinstance(num_heads, int) or num_heads < 1:
-        raise ValueError(f"{name}: num_heads must be a positive int, got {num_heads!r}")
-    if hidden_size % num_heads:
-        raise ValueError(f"{name}: hidden_size={hidden_size} must be divisible by num_heads={num_heads}")
-    return hidden_size // num_heads
 
 
 def _linspace_init(low: float, high: float):
@@ -227,11 +221,19 @@ class SLSTM(RecurrentCell):
     forget_bias_max: float = 6.0
     input_bias: float = 0.0
 
+    @nn.nowrap
+    def check(self) -> None:
+        super().check()
+        self.require_heads()
+        self.require_choice("forget_gate", FORGET_GATES)
+        for field in ("forget_bias_min", "forget_bias_max", "input_bias"):
+            self.require_number(field)
+
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        log_forget_gate(jnp.zeros(()), self.forget_gate)
+        self.check()
         h_size = self.hidden_size
-        head_dim = _head_dim("slstm", h_size, self.num_heads)
+        head_dim = h_size // self.num_heads
         input_kernel = self.param("input_kernel", nn.initializers.lecun_normal(), (x.shape[-1], 4 * h_size))
         forget = _linspace_init(self.forget_bias_min, self.forget_bias_max)
 
@@ -246,9 +248,9 @@ class SLSTM(RecurrentCell):
         recurrent_kernel = self.param(
             "recurrent_kernel", _slstm_recurrent_init, (self.num_heads, head_dim, 4, head_dim)
         )
-        xw = jnp.einsum("btd,dg->tbg", x, input_kernel) + bias  # hoisted: [time, batch, 4 * hidden]
+        xw = affine(x, input_kernel, bias, time_major=True)  # hoisted: [time, batch, 4 * hidden]
         zeros = jnp.zeros((x.shape[0], h_size), xw.dtype)
-        probe = probe_variable(self, (zeros, zeros, zeros, zeros), x.shape[1])
+        probe = self.probe((zeros, zeros, zeros, zeros), x.shape[1])
         hs = slstm_scan(
             xw, recurrent_kernel, forget_gate=self.forget_gate, probe=probe, **self.scan_options()
         )
@@ -309,13 +311,14 @@ def mlstm_recurrent(
     log_f: jax.Array,
     *,
     probe: Any | None = None,
-    unroll: int = 1,
+    **scan_options: Any,
 ) -> jax.Array:
     """Recurrent form: :func:`mlstm_step` and :func:`mlstm_read_out` through :func:`lrd.scan.bptt_scan`.
 
     ``q, k, v: float32[batch, time, heads, head_dim]``, ``i_tilde, log_f: float32[batch, time, heads]`` ->
     ``h~: float32[batch, time, heads, head_dim]``. ``probe``: ``None`` or zeros ``[time, ...]`` for each of
-    ``(C~, n~, m)``, added to the state after every step.
+    ``(C~, n~, m)``, added to the state after every step. ``scan_options`` (``truncation``, ``unroll``,
+    ``remat``) go to :func:`lrd.scan.bptt_scan`.
     """
     xs = tuple(to_time_major(a) for a in (q, k, v, i_tilde, log_f))
     _, hs = bptt_scan(
@@ -324,7 +327,7 @@ def mlstm_recurrent(
         xs,
         emit=lambda carry, x_t: mlstm_read_out(carry, x_t[0]),
         probe=probe,
-        unroll=unroll,
+        **scan_options,
     )
     return to_batch_major(hs)
 
@@ -441,7 +444,7 @@ def mlstm_chunkwise(
     family="xlstm",
     description="mLSTM: matrix memory, exponential gating, parallelisable (Beck et al. 2024)",
 )
-class MLSTM(nn.Module):
+class MLSTM(RecurrentCell):
     """mLSTM cell (Beck et al. 2024, eqs. 19-27): ``float32[batch, time, d_in] -> float32[batch, time, hidden]``.
 
     Projections (hoisted, all steps at once): ``q, k, v`` kernels ``[d_in, heads, head_dim]`` with biases; the
@@ -450,32 +453,43 @@ class MLSTM(nn.Module):
 
     Attributes:
       num_heads: number of heads (memory ``head_dim x head_dim`` each, ``hidden_size % num_heads == 0``).
-      form: ``"recurrent"`` | ``"parallel"`` | ``"chunkwise"`` (the same function; see the module docstring).
-      chunk_size: chunk length of the chunkwise form.
+      scan_mode: ``"sequential"`` (the recurrent form) | ``"parallel"`` | ``"chunked"`` (the chunkwise form);
+        the same function, see the module docstring.
+      chunk_size: chunk length of the chunkwise form (``None``: 64).
       forget_bias_min, forget_bias_max: forget-gate biases ``linspace(min, max)`` over the heads, so the forget
         gates start near 1 (``sigmoid(3) = 0.95`` to ``sigmoid(6) = 0.998``).
       input_bias: initial input-gate bias.
-      unroll: ``lax.scan`` unroll of the recurrent form.
+      truncation, unroll, remat: :func:`lrd.scan.bptt_scan` options of the recurrent form, so honoured only with
+        ``scan_mode="sequential"``.
     """
 
-    FORMS: ClassVar[tuple[str, ...]] = MLSTM_FORMS  # benchmarked side by side (lrd.bench)
-
-    hidden_size: int
+    scan_mode: str = "chunked"
+    chunk_size: int | None = None
     num_heads: int = 4
-    form: str = "chunkwise"
-    chunk_size: int = 64
     forget_bias_min: float = 3.0
     forget_bias_max: float = 6.0
     input_bias: float = 0.0
-    unroll: int = 1
+
+    SCAN_MODES: ClassVar[tuple[str, ...]] = MLSTM_SCAN_MODES
+    OPTION_SCAN_MODES: ClassVar[dict[str, tuple[str, ...]]] = {
+        "truncation": ("sequential",),
+        "unroll": ("sequential",),
+        "remat": ("sequential",),
+        "chunk_size": ("chunked",),
+    }
+
+    @nn.nowrap
+    def check(self) -> None:
+        super().check()
+        self.require_int("chunk_size", optional=True)
+        self.require_heads()
+        for field in ("forget_bias_min", "forget_bias_max", "input_bias"):
+            self.require_number(field)
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        if self.form not in MLSTM_FORMS:
-            raise ValueError(
-                f"mlstm: form={self.form!r} is unknown; allowed values: {', '.join(MLSTM_FORMS)}"
-            )
-        head_dim = _head_dim("mlstm", self.hidden_size, self.num_heads)
+        self.check()
+        head_dim = self.hidden_size // self.num_heads
         heads, d_in = self.num_heads, x.shape[-1]
         init = nn.initializers.lecun_normal(in_axis=0, out_axis=(1, 2))
         projected = []
@@ -500,11 +514,11 @@ class MLSTM(nn.Module):
         output_bias = self.param("output_gate_bias", nn.initializers.zeros_init(), (self.hidden_size,))
         o = jax.nn.sigmoid(x @ output_kernel + output_bias)
 
-        probe = probe_variable(self, _mlstm_state_example(q), x.shape[1])
-        if probe is not None or self.form == "recurrent":
-            h = mlstm_recurrent(q, k, v, i_tilde, log_f, probe=probe, unroll=self.unroll)
-        elif self.form == "parallel":
+        probe = self.probe(_mlstm_state_example(q), x.shape[1])
+        if probe is not None or self.scan_mode == "sequential":
+            h = mlstm_recurrent(q, k, v, i_tilde, log_f, probe=probe, **self.scan_options())
+        elif self.scan_mode == "parallel":
             h = mlstm_parallel(q, k, v, i_tilde, log_f)
         else:
-            h = mlstm_chunkwise(q, k, v, i_tilde, log_f, chunk_size=self.chunk_size)
+            h = mlstm_chunkwise(q, k, v, i_tilde, log_f, chunk_size=self.chunk_size or DEFAULT_CHUNK_SIZE)
         return o * h.reshape(h.shape[:2] + (self.hidden_size,))
