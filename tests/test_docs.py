@@ -44,3 +44,35 @@ def test_the_example_cell_passes_the_shared_suites(tmp_path):
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert re.search(r"\b7 passed\b", result.stdout), result.stdout[-2000:]
+
+
+def _readme_commands() -> list[list[str]]:
+    """Every ``lrd ...`` command of the README's shell blocks, split into arguments (continuations joined)."""
+    text = (ROOT / "README.md").read_text()
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", text, re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            line = line.split("#", 1)[0].strip()
+            if line.startswith("lrd "):
+                commands.append(line.split()[1:])
+    return commands
+
+
+def test_readme_has_commands():
+    assert len(_readme_commands()) >= 10
+
+
+@pytest.mark.parametrize("argv", _readme_commands(), ids=lambda argv: " ".join(argv))
+def test_every_readme_command_builds_a_valid_config(argv):
+    # Given a command of the README, Then it parses and its config validates (nothing is trained here).
+    from lrd.bench import default_config
+    from lrd.cli import _bench_model_pattern, config_from_args, parse
+
+    args, extra = parse(argv)
+    if args.command == "list":
+        return
+    if args.command == "bench":
+        config = config_from_args(args, extra, base=default_config, prepare=_bench_model_pattern)
+    else:
+        config = config_from_args(args, extra)
+    assert config.task.build().seq_len >= 1
