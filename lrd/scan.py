@@ -13,7 +13,11 @@ The gradient probe
 Both functions accept ``probe``: an array (pytree) of zeros with a leading time axis, added to the state right after
 it is computed at every step. Because ``d(c_t + p_t)/dp_t = I``, ``jax.grad(loss)(probe)[t]`` is the *total*
 derivative ``dL/dc_t`` of the loss with respect to the state at time ``t`` (through the readout at ``t`` and
-through every later step). Diagnostics use this to measure gradient flow versus distance for any cell.
+through every later step), provided no leaf of the carry is computed from another leaf of the same step. Where one
+is (the LSTM's ``h_t = o_t tanh(c_t)``), a probe added to the finished carry would miss the path ``c_t -> h_t``;
+such a cell passes ``probe=None`` here and adds the probe inside its step, where each leaf is computed
+(:meth:`lrd.cells.base.RecurrentCell.recur`). Diagnostics (:mod:`lrd.diagnostics`) use the probe to measure
+gradient flow versus distance for any cell.
 """
 
 from __future__ import annotations

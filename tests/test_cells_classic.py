@@ -163,6 +163,72 @@ def test_probe_collection_shapes_and_truncation(cls):
     assert np.any(np.asarray(grad[:, -1]) != 0)
 
 
+def test_lstm_probe_gradients_are_total_derivatives_of_c_and_h():
+    # Given an LSTM and a loss on its outputs, When the probe gradients are taken, Then they equal autodiff through
+    # an explicit loop in which perturbations d_c, d_h are added to c_t (before h_t is computed from it) and to h_t:
+    # the total derivatives dL/dc_t and dL/dh_t, including the same-step path c_t -> h_t -> readout.
+    x = _inputs(seed=5)
+    module = LSTM(HIDDEN)
+    params = _random_params(module, x)
+    readout = jax.random.normal(jax.random.PRNGKey(9), (BATCH, TIME, HIDDEN))
+    _, state = module.apply({"params": params}, x, mutable=["probes"])
+    probes = state["probes"]
+
+    def probe_loss(probes):
+        return jnp.sum(module.apply({"params": params, "probes": probes}, x) * readout)
+
+    grad_c, grad_h = jax.grad(probe_loss)(probes)["state"]
+
+    def explicit_loss(d_c, d_h):
+        xw = jnp.einsum("btd,dg->tbg", x, params["input_kernel"]) + params["bias"]
+        c = h = jnp.zeros((BATCH, HIDDEN))
+        total = 0.0
+        for t in range(TIME):
+            i, f, g, o = jnp.split(xw[t] + h @ params["recurrent_kernel"], 4, axis=-1)
+            c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g) + d_c[t]
+            h = jax.nn.sigmoid(o) * jnp.tanh(c) + d_h[t]
+            total = total + jnp.sum(h * readout[:, t])
+        return total
+
+    zeros = jnp.zeros((TIME, BATCH, HIDDEN))
+    want_c, want_h = jax.grad(explicit_loss, argnums=(0, 1))(zeros, zeros)
+    np.testing.assert_allclose(grad_c, want_c, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(grad_h, want_h, rtol=1e-5, atol=1e-6)
+    # At the last step only the same-step path exists: dL/dc_T = r_T * o_T * (1 - tanh(c_T)^2), non-zero.
+    (c_last, _), o_last = _lstm_last_step(params, x)
+    expected = readout[:, -1] * o_last * (1.0 - jnp.tanh(c_last) ** 2)
+    np.testing.assert_allclose(grad_c[-1], expected, rtol=1e-5, atol=1e-7)
+    assert float(jnp.abs(grad_c[-1]).min()) > 0
+
+
+def _lstm_last_step(params, x):
+    """``((c_T, h_T), o_T)`` of the LSTM by a plain loop."""
+    xw = jnp.einsum("btd,dg->tbg", x, params["input_kernel"]) + params["bias"]
+    c = h = jnp.zeros((BATCH, HIDDEN))
+    for t in range(TIME):
+        i, f, g, o = jnp.split(xw[t] + h @ params["recurrent_kernel"], 4, axis=-1)
+        c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
+        h = jax.nn.sigmoid(o) * jnp.tanh(c)
+    return (c, h), jax.nn.sigmoid(o)
+
+
+def test_cells_record_their_internals_only_when_asked():
+    # Given the "intermediates" collection, Then the LSTM records its forget gate [batch, time, hidden] and the
+    # Elman RNN f'(a) = 1 - h^2; a plain apply (or init) records nothing and returns the same outputs.
+    x = _inputs(seed=2)
+    for module, name in ((LSTM(HIDDEN), "forget_gate"), (ElmanRNN(HIDDEN), "activation_derivative")):
+        variables = module.init(jax.random.PRNGKey(0), x)
+        assert "intermediates" not in variables
+        y, state = module.apply(variables, x, mutable=["intermediates"])
+        np.testing.assert_allclose(y, module.apply(variables, x), rtol=1e-6, atol=1e-7)
+        (recorded,) = state["intermediates"][name]
+        assert recorded.shape == (BATCH, TIME, HIDDEN)
+        if name == "activation_derivative":
+            np.testing.assert_allclose(recorded, 1.0 - y**2, rtol=1e-6)
+        else:
+            assert bool(jnp.all((recorded > 0) & (recorded < 1)))
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # PyTorch parity. Gate order: torch.nn.LSTM packs [i, f, g, o], torch.nn.GRU packs [r, z, n], as lrd does, so
 # input_kernel = weight_ih_l0.T, recurrent_kernel = weight_hh_l0.T; the LSTM's single bias is bias_ih + bias_hh,

@@ -35,12 +35,15 @@ import numpy as np
 
 from lrd.errors import OptionError
 from lrd.scan import SCAN_MODES as LINEAR_SCAN_MODES
+from lrd.scan import bptt_scan
 
 PROBE_COLLECTION = "probes"
+INTERMEDIATES = "intermediates"
 DEFAULT_CHUNK_SIZE = 64
 
 __all__ = [
     "PROBE_COLLECTION",
+    "INTERMEDIATES",
     "DEFAULT_CHUNK_SIZE",
     "Mixer",
     "RecurrentCell",
@@ -85,6 +88,27 @@ class Mixer(nn.Module):
 
     SCAN_MODES: ClassVar[tuple[str, ...]] = ()
     OPTION_SCAN_MODES: ClassVar[Mapping[str, tuple[str, ...]]] = {}
+
+    # -- diagnostics -----------------------------------------------------------------------------------------
+
+    def recording(self) -> bool:
+        """Whether internals are being recorded: the ``"intermediates"`` collection is mutable (not in ``init``)."""
+        return self.is_mutable_collection(INTERMEDIATES) and not self.is_initializing()
+
+    def record(self, name: str, value: Callable[[], jax.Array]) -> None:
+        """Sow ``value()`` (computed only when :meth:`recording`) as ``intermediates[name]``, batch-major."""
+        if self.recording():
+            self.sow(INTERMEDIATES, name, value())
+
+    @nn.nowrap
+    def spectrum(self, params: Mapping[str, Any]) -> np.ndarray | None:
+        """Eigenvalues of the recurrent transition, from this module's ``params`` (``None`` if input-dependent).
+
+        Cells with a fixed transition override it (the recurrent weight of an Elman RNN, the diagonal of an SSM);
+        input-dependent transitions are recorded as ``intermediates`` instead (forget gates, decays).
+        """
+        del params
+        return None
 
     # -- validation ------------------------------------------------------------------------------------------
 
@@ -212,6 +236,50 @@ class RecurrentCell(Mixer):
     def probe(self, state_example: Any, num_steps: int) -> Any | None:
         """The gradient probe for a state shaped like ``state_example`` (see :func:`probe_variable`)."""
         return probe_variable(self, state_example, num_steps)
+
+    def recur(
+        self,
+        step: Callable[[Any, Any, Any], tuple[Any, dict[str, jax.Array]]],
+        carry: Any,
+        xs: Any,
+        *,
+        emit: Callable[[Any], Any] | None = None,
+    ) -> Any:
+        """Run ``step(carry, x_t, probe_t) -> (carry, internals)`` over time-major ``xs`` with :func:`bptt_scan`.
+
+        * The gradient probe (made when the ``"probes"`` collection is requested) has the carry's structure, and
+          the step adds ``probe_t`` to each state leaf right where that leaf is computed (``probe_t`` is ``None``
+          when there is no probe). So ``grad`` with respect to it is the *total* derivative of the loss with
+          respect to that leaf, including paths through other leaves of the same step: for an LSTM, the path
+          ``c_t -> h_t -> readout``, which a probe added to the finished carry would miss.
+        * ``internals`` (a dict of per-step arrays such as the forget gate) are stacked over time and sown into
+          the ``"intermediates"`` collection, batch-major, when that collection is mutable (not during
+          ``init``); otherwise they are never materialised.
+
+        Returns the stacked ``emit(carry_t)`` (the carry itself by default), time-major.
+        """
+        num_steps = jax.tree_util.tree_leaves(xs)[0].shape[0]
+        probe = self.probe(carry, num_steps)
+        record = self.recording()
+        emit = emit or (lambda state: state)
+
+        def body(state, inputs):
+            new_state, internals = step(state[0] if record else state, *inputs)
+            return (new_state, internals) if record else new_state
+
+        def emit_both(state, _inputs):
+            return (emit(state[0]), state[1]) if record else emit(state)
+
+        if record:
+            first = jax.tree_util.tree_map(lambda leaf: leaf[0], (xs, probe))
+            shapes = jax.eval_shape(lambda: step(carry, *first)[1])
+            carry = (carry, jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes))
+        _, ys = bptt_scan(body, carry, (xs, probe), emit=emit_both, **self.scan_options())
+        if record:
+            ys, internals = ys
+            for name, value in internals.items():
+                self.sow(INTERMEDIATES, name, to_batch_major(value))
+        return ys
 
 
 class LinearRecurrentLayer(Mixer):

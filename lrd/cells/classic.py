@@ -15,11 +15,13 @@ Weight layout (shared with PyTorch so weights can be copied across; see ``tests/
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from lrd.cells.base import (
     RECURRENT_INITS,
@@ -31,13 +33,23 @@ from lrd.cells.base import (
     uniform_initializer,
 )
 from lrd.registry import register_mixer
-from lrd.scan import bptt_scan
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "tanh": jnp.tanh,
     "sigmoid": jax.nn.sigmoid,
     "relu": jax.nn.relu,
+    "linear": lambda a: a,
 }
+
+# f'(a) written in terms of the output y = f(a), so the forward pass's outputs give it (diagnostics record it).
+ACTIVATION_DERIVATIVES: dict[str, Callable[[jax.Array], jax.Array]] = {
+    "tanh": lambda y: 1.0 - y**2,
+    "sigmoid": lambda y: y * (1.0 - y),
+    "relu": lambda y: (y > 0).astype(y.dtype),
+    "linear": jnp.ones_like,
+}
+# sup f': the constant of the textbook bound ||dh_T/dh_t|| <= (||U|| sup f')^(T-t).
+ACTIVATION_DERIVATIVE_MAX: dict[str, float] = {"tanh": 1.0, "sigmoid": 0.25, "relu": 1.0, "linear": 1.0}
 
 
 def _activation(name: str) -> Callable[[jax.Array], jax.Array]:
@@ -50,40 +62,81 @@ def _activation(name: str) -> Callable[[jax.Array], jax.Array]:
 # Pure step functions. ``xw`` is the already-projected input of one step, ``[batch, G*hidden]``.
 
 
-def elman_step(h: jax.Array, xw: jax.Array, recurrent_kernel: jax.Array, activation) -> jax.Array:
-    """Elman (1990): ``h_t = act(W x_t + b + U h_{t-1})``."""
-    return activation(xw + h @ recurrent_kernel)
+def _plus(value: jax.Array, probe: jax.Array | None) -> jax.Array:
+    return value if probe is None else value + probe
 
 
-def lstm_step(carry: tuple[jax.Array, jax.Array], xw: jax.Array, recurrent_kernel: jax.Array):
-    """LSTM with forget gate (Hochreiter & Schmidhuber 1997; Gers et al. 2000).
+def elman_step(
+    h: jax.Array, xw: jax.Array, recurrent_kernel: jax.Array, activation, probe: jax.Array | None = None
+) -> jax.Array:
+    """Elman (1990): ``h_t = act(W x_t + b + U h_{t-1})`` (plus the gradient probe, if given)."""
+    return _plus(activation(xw + h @ recurrent_kernel), probe)
 
-    ``[i, f, g, o] = W x_t + b + U h_{t-1}``; ``c_t = sigmoid(f) c_{t-1} + sigmoid(i) tanh(g)``;
-    ``h_t = sigmoid(o) tanh(c_t)``. ``carry = (c, h)``.
+
+def lstm_update(
+    carry: tuple[jax.Array, jax.Array],
+    xw: jax.Array,
+    recurrent_kernel: jax.Array,
+    probe: tuple[jax.Array, jax.Array] | None = None,
+) -> tuple[tuple[jax.Array, jax.Array], dict[str, jax.Array]]:
+    """:func:`lstm_step` and its forget gate ``{"forget_gate": sigmoid(f)}``.
+
+    A probe ``(p_c, p_h)`` is added to ``c_t`` *before* ``h_t`` is computed from it, and to ``h_t``: the gradient
+    with respect to ``p_c`` is then the total ``dL/dc_t``, through ``h_t`` as well as through ``c_{t+1}``.
     """
     c, h = carry
     gates = xw + h @ recurrent_kernel
     i, f, g, o = jnp.split(gates, 4, axis=-1)
-    c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
-    h = jax.nn.sigmoid(o) * jnp.tanh(c)
-    return c, h
+    forget = jax.nn.sigmoid(f)
+    c = _plus(forget * c + jax.nn.sigmoid(i) * jnp.tanh(g), None if probe is None else probe[0])
+    h = _plus(jax.nn.sigmoid(o) * jnp.tanh(c), None if probe is None else probe[1])
+    return (c, h), {"forget_gate": forget}
 
 
-def gru_step(
-    h: jax.Array, xw: jax.Array, recurrent_kernel: jax.Array, recurrent_bias: jax.Array
-) -> jax.Array:
-    """GRU (Cho et al. 2014), in the cuDNN/PyTorch form.
+def lstm_step(
+    carry: tuple[jax.Array, jax.Array],
+    xw: jax.Array,
+    recurrent_kernel: jax.Array,
+    probe: tuple[jax.Array, jax.Array] | None = None,
+) -> tuple[jax.Array, jax.Array]:
+    """LSTM with forget gate (Hochreiter & Schmidhuber 1997; Gers et al. 2000).
 
-    ``r = sigmoid(W_r x + b_ir + U_r h + b_hr)``, ``z = sigmoid(W_z x + b_iz + U_z h + b_hz)``,
-    ``n = tanh(W_n x + b_in + r * (U_n h + b_hn))``, ``h_t = (1 - z) n + z h_{t-1}``.
+    ``[i, f, g, o] = W x_t + b + U h_{t-1}``; ``c_t = sigmoid(f) c_{t-1} + sigmoid(i) tanh(g)``;
+    ``h_t = sigmoid(o) tanh(c_t)``. ``carry = (c, h)``; see :func:`lstm_update` for the probe.
     """
+    return lstm_update(carry, xw, recurrent_kernel, probe)[0]
+
+
+def gru_update(
+    h: jax.Array,
+    xw: jax.Array,
+    recurrent_kernel: jax.Array,
+    recurrent_bias: jax.Array,
+    probe: jax.Array | None = None,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """:func:`gru_step` and its update gate ``{"forget_gate": z}`` (the weight of ``h_{t-1}`` in ``h_t``)."""
     hu = h @ recurrent_kernel + recurrent_bias
     x_r, x_z, x_n = jnp.split(xw, 3, axis=-1)
     h_r, h_z, h_n = jnp.split(hu, 3, axis=-1)
     r = jax.nn.sigmoid(x_r + h_r)
     z = jax.nn.sigmoid(x_z + h_z)
     n = jnp.tanh(x_n + r * h_n)
-    return (1.0 - z) * n + z * h
+    return _plus((1.0 - z) * n + z * h, probe), {"forget_gate": z}
+
+
+def gru_step(
+    h: jax.Array,
+    xw: jax.Array,
+    recurrent_kernel: jax.Array,
+    recurrent_bias: jax.Array,
+    probe: jax.Array | None = None,
+) -> jax.Array:
+    """GRU (Cho et al. 2014), in the cuDNN/PyTorch form.
+
+    ``r = sigmoid(W_r x + b_ir + U_r h + b_hr)``, ``z = sigmoid(W_z x + b_iz + U_z h + b_hz)``,
+    ``n = tanh(W_n x + b_in + r * (U_n h + b_hn))``, ``h_t = (1 - z) n + z h_{t-1}``.
+    """
+    return gru_update(h, xw, recurrent_kernel, recurrent_bias, probe)[0]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -104,7 +157,8 @@ class ElmanRNN(RecurrentCell):
     """Elman RNN ``h_t = act(W x_t + U h_{t-1} + b)``: ``float32[batch, time, d_in] -> [batch, time, hidden]``.
 
     Attributes:
-      activation: ``tanh`` | ``sigmoid`` | ``relu``.
+      activation: ``tanh`` | ``sigmoid`` | ``relu`` | ``linear`` (the identity: a linear RNN, whose gradients
+        scale exactly like powers of ``U``; a baseline for the diagnostics).
       recurrent_init: ``orthogonal`` | ``normal`` | ``identity`` (see :func:`recurrent_initializer`).
       spectral_radius: spectral radius of ``U`` at initialisation.
     """
@@ -134,15 +188,15 @@ class ElmanRNN(RecurrentCell):
         )
         xw = affine(x, input_kernel, bias, time_major=True)
         h0 = jnp.zeros((x.shape[0], h_size), xw.dtype)
-        probe = self.probe(h0, x.shape[1])
-        _, hs = bptt_scan(
-            lambda h, xw_t: elman_step(h, xw_t, recurrent_kernel, act),
-            h0,
-            xw,
-            probe=probe,
-            **self.scan_options(),
-        )
-        return to_batch_major(hs)
+        hs = self.recur(lambda h, xw_t, p: (elman_step(h, xw_t, recurrent_kernel, act, p), {}), h0, xw)
+        hs = to_batch_major(hs)
+        self.record("activation_derivative", lambda: ACTIVATION_DERIVATIVES[self.activation](hs))
+        return hs
+
+    @nn.nowrap
+    def spectrum(self, params: Mapping[str, Any]) -> np.ndarray:
+        """Eigenvalues of the recurrent weight ``U`` (the transition of the linearised recurrence)."""
+        return np.linalg.eigvals(np.asarray(params["recurrent_kernel"], np.float64))
 
 
 @register_mixer("lstm", family="classic", description="LSTM with forget gate (Hochreiter & Schmidhuber 1997)")
@@ -176,15 +230,11 @@ class LSTM(RecurrentCell):
         bias = self.param("bias", bias_init, (4 * h_size,))
         xw = affine(x, input_kernel, bias, time_major=True)
         zeros = jnp.zeros((x.shape[0], h_size), xw.dtype)
-        carry0 = (zeros, zeros)
-        probe = self.probe(carry0, x.shape[1])
-        _, hs = bptt_scan(
-            lambda c, xw_t: lstm_step(c, xw_t, recurrent_kernel),
-            carry0,
+        hs = self.recur(
+            lambda carry, xw_t, p: lstm_update(carry, xw_t, recurrent_kernel, p),
+            (zeros, zeros),
             xw,
-            emit=lambda c, _x: c[1],
-            probe=probe,
-            **self.scan_options(),
+            emit=lambda carry: carry[1],
         )
         return to_batch_major(hs)
 
@@ -205,14 +255,7 @@ class GRU(RecurrentCell):
         recurrent_bias = self.param("recurrent_bias", nn.initializers.zeros_init(), (3 * h_size,))
         xw = affine(x, input_kernel, input_bias, time_major=True)
         h0 = jnp.zeros((x.shape[0], h_size), xw.dtype)
-        probe = self.probe(h0, x.shape[1])
-        _, hs = bptt_scan(
-            lambda h, xw_t: gru_step(h, xw_t, recurrent_kernel, recurrent_bias),
-            h0,
-            xw,
-            probe=probe,
-            **self.scan_options(),
-        )
+        hs = self.recur(lambda h, xw_t, p: gru_update(h, xw_t, recurrent_kernel, recurrent_bias, p), h0, xw)
         return to_batch_major(hs)
 
 
@@ -221,7 +264,13 @@ class GRU(RecurrentCell):
 
 
 def indrnn_step(
-    h: jax.Array, xw: jax.Array, recurrent_weight: jax.Array, activation, recurrent_max: float | None = None
+    h: jax.Array,
+    xw: jax.Array,
+    recurrent_weight: jax.Array,
+    activation,
+    recurrent_max: float | None = None,
+    *,
+    probe: jax.Array | None = None,
 ) -> jax.Array:
     """IndRNN (Li et al. 2018, Eq. 2): ``h_t = act(W x_t + b + u * h_{t-1})``, ``u`` a vector (elementwise).
 
@@ -231,7 +280,7 @@ def indrnn_step(
     """
     if recurrent_max is not None:
         recurrent_weight = jnp.clip(recurrent_weight, -recurrent_max, recurrent_max)
-    return activation(xw + recurrent_weight * h)
+    return _plus(activation(xw + recurrent_weight * h), probe)
 
 
 @register_mixer("indrnn", family="classic", description="IndRNN: per-unit recurrent weights (Li et al. 2018)")
@@ -286,15 +335,20 @@ class IndRNN(RecurrentCell):
         )
         xw = affine(x, input_kernel, bias, time_major=True)
         h0 = jnp.zeros((x.shape[0], h_size), xw.dtype)
-        probe = self.probe(h0, x.shape[1])
-        _, hs = bptt_scan(
-            lambda h, xw_t: indrnn_step(h, xw_t, recurrent_weight, act, self.recurrent_max),
+        hs = self.recur(
+            lambda h, xw_t, p: (indrnn_step(h, xw_t, recurrent_weight, act, self.recurrent_max, probe=p), {}),
             h0,
             xw,
-            probe=probe,
-            **self.scan_options(),
         )
-        return to_batch_major(hs)
+        hs = to_batch_major(hs)
+        self.record("activation_derivative", lambda: ACTIVATION_DERIVATIVES[self.activation](hs))
+        return hs
+
+    @nn.nowrap
+    def spectrum(self, params: Mapping[str, Any]) -> np.ndarray:
+        """The diagonal recurrent weight ``u`` (clipped to ``recurrent_max`` as in the forward pass)."""
+        u = np.asarray(params["recurrent_weight"], np.float64)
+        return u if self.recurrent_max is None else np.clip(u, -self.recurrent_max, self.recurrent_max)
 
 
 __all__ = [
@@ -304,7 +358,11 @@ __all__ = [
     "IndRNN",
     "elman_step",
     "lstm_step",
+    "lstm_update",
     "gru_step",
+    "gru_update",
+    "ACTIVATION_DERIVATIVES",
+    "ACTIVATION_DERIVATIVE_MAX",
     "indrnn_step",
     "ACTIVATIONS",
 ]

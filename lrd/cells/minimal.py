@@ -228,6 +228,9 @@ class MinGRU(_MinimalCell):
         self.check()
         gate_logit = self._linear(x, "update_gate", self.update_bias)
         candidate_logit = self._linear(x, "candidate")
+        self.record(
+            "forget_gate", lambda: to_batch_major(min_gru_coefficients(gate_logit, candidate_logit)[0])
+        )
         return to_batch_major(min_gru(gate_logit, candidate_logit, **self._path(x)))
 
 
@@ -263,4 +266,6 @@ class MinLSTM(_MinimalCell):
         forget_logit = self._linear(x, "forget_gate", self.forget_bias)
         input_logit = self._linear(x, "input_gate", self.input_bias)
         candidate_logit = self._linear(x, "candidate")
-        return to_batch_major(min_lstm(forget_logit, input_logit, candidate_logit, **self._path(x)))
+        logits = (forget_logit, input_logit, candidate_logit)
+        self.record("forget_gate", lambda: to_batch_major(min_lstm_coefficients(*logits)[0]))
+        return to_batch_major(min_lstm(*logits, **self._path(x)))

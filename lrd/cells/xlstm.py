@@ -81,6 +81,7 @@ __all__ = [
     "MLSTM_SCAN_MODES",
     "log_forget_gate",
     "slstm_step",
+    "slstm_update",
     "slstm_scan",
     "mlstm_step",
     "mlstm_read_out",
@@ -125,11 +126,40 @@ def _block_diagonal_matmul(h: jax.Array, recurrent_kernel: jax.Array) -> jax.Arr
     return out.reshape(h.shape[:-1] + (4 * heads * head_dim,))
 
 
+def slstm_update(
+    carry: tuple[jax.Array, jax.Array, jax.Array, jax.Array],
+    xw: jax.Array,
+    recurrent_kernel: jax.Array,
+    forget_gate: str = "sigmoid",
+    probe: tuple[jax.Array, jax.Array, jax.Array, jax.Array] | None = None,
+) -> tuple[tuple[jax.Array, jax.Array, jax.Array, jax.Array], dict[str, jax.Array]]:
+    """:func:`slstm_step` and its forget gate ``{"forget_gate": f_t}`` (``sigmoid(f~)`` or ``exp(f~)``).
+
+    A probe ``(p_c, p_n, p_m, p_h)`` is added to each state leaf where it is computed, before ``h_t`` is read from
+    ``c~_t / n~_t``, so its gradient is the total derivative with respect to that leaf.
+    """
+    c, n, m, h = carry
+    p_c, p_n, p_m, p_h = (None,) * 4 if probe is None else probe
+    pre = xw + _block_diagonal_matmul(h, recurrent_kernel)
+    i_tilde, f_tilde, z_tilde, o_tilde = jnp.split(pre, 4, axis=-1)
+    log_f = log_forget_gate(f_tilde, forget_gate)
+    # The outputs do not depend on m (it cancels in c~/n~), so no gradient needs to flow through it.
+    m_new = jax.lax.stop_gradient(jnp.maximum(log_f + m, i_tilde))
+    i_prime = jnp.exp(i_tilde - m_new)
+    f_prime = jnp.exp(log_f + m - m_new)
+    c = _plus(f_prime * c + i_prime * jnp.tanh(z_tilde), p_c)
+    n = _plus(f_prime * n + i_prime, p_n)
+    m_new = _plus(m_new, p_m)
+    h = _plus(jax.nn.sigmoid(o_tilde) * c / n, p_h)
+    return (c, n, m_new, h), {"forget_gate": jnp.exp(log_f)}
+
+
 def slstm_step(
     carry: tuple[jax.Array, jax.Array, jax.Array, jax.Array],
     xw: jax.Array,
     recurrent_kernel: jax.Array,
     forget_gate: str = "sigmoid",
+    probe: tuple[jax.Array, jax.Array, jax.Array, jax.Array] | None = None,
 ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
     """One stabilised sLSTM step (Beck et al. 2024, eqs. 8-17).
 
@@ -140,23 +170,17 @@ def slstm_step(
       recurrent_kernel: ``float32[heads, head_dim, 4, head_dim]``, the block-diagonal ``R`` (see
         :func:`_block_diagonal_matmul`).
       forget_gate: ``"sigmoid"`` or ``"exp"``.
+      probe: ``None`` or the gradient probe of the four leaves (see :func:`slstm_update`).
 
     ``pre = xw + R h_{t-1}``; ``m_t = max(log f_t + m_{t-1}, i~_t)``; ``i' = exp(i~ - m_t)``,
     ``f' = exp(log f_t + m_{t-1} - m_t)``; ``c~_t = f' c~_{t-1} + i' tanh(z~)``; ``n~_t = f' n~_{t-1} + i'``;
     ``h_t = sigmoid(o~) c~_t / n~_t``.
     """
-    c, n, m, h = carry
-    pre = xw + _block_diagonal_matmul(h, recurrent_kernel)
-    i_tilde, f_tilde, z_tilde, o_tilde = jnp.split(pre, 4, axis=-1)
-    log_f = log_forget_gate(f_tilde, forget_gate)
-    # The outputs do not depend on m (it cancels in c~/n~), so no gradient needs to flow through it.
-    m_new = jax.lax.stop_gradient(jnp.maximum(log_f + m, i_tilde))
-    i_prime = jnp.exp(i_tilde - m_new)
-    f_prime = jnp.exp(log_f + m - m_new)
-    c = f_prime * c + i_prime * jnp.tanh(z_tilde)
-    n = f_prime * n + i_prime
-    h = jax.nn.sigmoid(o_tilde) * c / n
-    return c, n, m_new, h
+    return slstm_update(carry, xw, recurrent_kernel, forget_gate, probe)[0]
+
+
+def _plus(value: jax.Array, probe: jax.Array | None) -> jax.Array:
+    return value if probe is None else value + probe
 
 
 def slstm_scan(
@@ -168,21 +192,22 @@ def slstm_scan(
     **scan_options: Any,
 ) -> jax.Array:
     """Run :func:`slstm_step` over ``xw: float32[time, batch, 4 * hidden]`` from zero state; returns ``h: [time,
-    batch, hidden]``. ``probe`` (zeros ``[time, ...]`` for each of ``(c, n, m, h)``) and ``scan_options``
-    (``truncation``, ``unroll``, ``remat``) go to :func:`lrd.scan.bptt_scan`."""
+    batch, hidden]``. ``probe`` (zeros ``[time, ...]`` for each of ``(c, n, m, h)``, added inside each step) and
+    ``scan_options`` (``truncation``, ``unroll``, ``remat``) go to :func:`lrd.scan.bptt_scan`."""
     log_forget_gate(jnp.zeros(()), forget_gate)  # validate the name before tracing the scan
-    hidden = xw.shape[-1] // 4
-    zeros = jnp.zeros(xw.shape[1:-1] + (hidden,), xw.dtype)
-    carry0 = (zeros, zeros, zeros, zeros)
     _, hs = bptt_scan(
-        lambda carry, xw_t: slstm_step(carry, xw_t, recurrent_kernel, forget_gate),
-        carry0,
-        xw,
+        lambda carry, inputs: slstm_step(carry, inputs[0], recurrent_kernel, forget_gate, inputs[1]),
+        _slstm_zero_state(xw),
+        (xw, probe),
         emit=lambda carry, _x: carry[3],
-        probe=probe,
         **scan_options,
     )
     return hs
+
+
+def _slstm_zero_state(xw: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    zeros = jnp.zeros(xw.shape[1:-1] + (xw.shape[-1] // 4,), xw.dtype)
+    return zeros, zeros, zeros, zeros
 
 
 def _slstm_recurrent_init(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
@@ -249,10 +274,11 @@ class SLSTM(RecurrentCell):
             "recurrent_kernel", _slstm_recurrent_init, (self.num_heads, head_dim, 4, head_dim)
         )
         xw = affine(x, input_kernel, bias, time_major=True)  # hoisted: [time, batch, 4 * hidden]
-        zeros = jnp.zeros((x.shape[0], h_size), xw.dtype)
-        probe = self.probe((zeros, zeros, zeros, zeros), x.shape[1])
-        hs = slstm_scan(
-            xw, recurrent_kernel, forget_gate=self.forget_gate, probe=probe, **self.scan_options()
+        hs = self.recur(
+            lambda carry, xw_t, p: slstm_update(carry, xw_t, recurrent_kernel, self.forget_gate, p),
+            _slstm_zero_state(xw),
+            xw,
+            emit=lambda carry: carry[3],
         )
         return to_batch_major(hs)
 
@@ -514,6 +540,7 @@ class MLSTM(RecurrentCell):
         output_bias = self.param("output_gate_bias", nn.initializers.zeros_init(), (self.hidden_size,))
         o = jax.nn.sigmoid(x @ output_kernel + output_bias)
 
+        self.record("forget_gate", lambda: jnp.exp(log_f))  # [batch, time, heads]
         probe = self.probe(_mlstm_state_example(q), x.shape[1])
         if probe is not None or self.scan_mode == "sequential":
             h = mlstm_recurrent(q, k, v, i_tilde, log_f, probe=probe, **self.scan_options())

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from lrd.cells.base import LinearRecurrentLayer, normal_initializer, to_batch_major, to_time_major
 from lrd.cells.ssm.common import complex_from_parts, to_width
@@ -114,6 +116,11 @@ class LRU(LinearRecurrentLayer):
         self.require(self.r_min < self.r_max, "r_min", f"need r_min < r_max, got r_max={self.r_max!r}")
         self.require_number("max_phase", low=0.0)
         self.require_bool("trainable_gamma")
+
+    @nn.nowrap
+    def spectrum(self, params: Mapping[str, Any]) -> np.ndarray:
+        """The diagonal transition ``lambda = exp(-exp(nu) + i exp(theta))``, complex ``[N]``."""
+        return np.asarray(lru_lambda(params["nu_log"], params["theta_log"]))
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:

@@ -14,7 +14,14 @@ from lrd.cells.ssm.common import causal_depthwise_conv, conv_params, to_width
 from lrd.registry import register_mixer
 from lrd.scan import linear_scan
 
-__all__ = ["RGLRU", "rglru", "rglru_lambda_init", "sqrt_bounded_derivative", "MAX_SQRT_GRADIENT"]
+__all__ = [
+    "RGLRU",
+    "rglru",
+    "rglru_coefficients",
+    "rglru_lambda_init",
+    "sqrt_bounded_derivative",
+    "MAX_SQRT_GRADIENT",
+]
 
 MAX_SQRT_GRADIENT = 1000.0  # bound on d sqrt(x)/dx used by the RG-LRU normalisation
 
@@ -73,13 +80,26 @@ def rglru(
     Returns:
       ``h: float32[batch, time, H]``.
     """
+    a, b = rglru_coefficients(v, gate_a_kernel, gate_a_bias, gate_x_kernel, gate_x_bias, Lambda, c=c)
+    h = linear_scan(to_time_major(a), to_time_major(b), probe=probe, **scan_options)
+    return to_batch_major(h)
+
+
+def rglru_coefficients(
+    v: jax.Array,
+    gate_a_kernel: jax.Array,
+    gate_a_bias: jax.Array,
+    gate_x_kernel: jax.Array,
+    gate_x_bias: jax.Array,
+    Lambda: jax.Array,
+    *,
+    c: float = 8.0,
+) -> tuple[jax.Array, jax.Array]:
+    """``(a_t, sqrt(1 - a_t^2) i_t v_t)``, both ``float32[batch, time, H]``: the recurrence of :func:`rglru`."""
     r = jax.nn.sigmoid(v @ gate_a_kernel + gate_a_bias)
     i = jax.nn.sigmoid(v @ gate_x_kernel + gate_x_bias)
     log_a = -c * r * jax.nn.softplus(-Lambda)
-    a = jnp.exp(log_a)
-    b = sqrt_bounded_derivative(-jnp.expm1(2.0 * log_a)) * (i * v)
-    h = linear_scan(to_time_major(a), to_time_major(b), probe=probe, **scan_options)
-    return to_batch_major(h)
+    return jnp.exp(log_a), sqrt_bounded_derivative(-jnp.expm1(2.0 * log_a)) * (i * v)
 
 
 @register_mixer(
@@ -146,18 +166,10 @@ class RGLRU(LinearRecurrentLayer):
             functools.partial(rglru_lambda_init, c=self.c, a_min=self.a_min, a_max=self.a_max),
             (width,),
         )
+        weights = (gate_a_kernel, gate_a_bias, gate_x_kernel, gate_x_bias, Lambda)
+        self.record("decay", lambda: rglru_coefficients(v, *weights, c=self.c)[0])  # a_t: [batch, time, H]
         probe = self.probe(jnp.zeros((x.shape[0], width), jnp.float32), x.shape[1])
-        h = rglru(
-            v,
-            gate_a_kernel,
-            gate_a_bias,
-            gate_x_kernel,
-            gate_x_bias,
-            Lambda,
-            c=self.c,
-            probe=probe,
-            **self.scan_options(),
-        )
+        h = rglru(v, *weights, c=self.c, probe=probe, **self.scan_options())
         if not self.block:
             return h
         return dense(self, h * gate, self.hidden_size, "out_proj")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import flax.linen as nn
@@ -110,6 +111,12 @@ class S4D(LinearRecurrentLayer):
         self.require(self.state_size % 2 == 0, "state_size", "must be even (conjugate pairs)")
         self.require_choice("a_init", S4D_INITS)
         check_time_scales(self)
+
+    @nn.nowrap
+    def spectrum(self, params: Mapping[str, Any]) -> np.ndarray:
+        """The discretised transitions ``A_bar = exp(Delta A)`` of every channel, complex ``[H * N/2]``."""
+        A = complex_from_parts(-jnp.exp(params["log_A_real"]), params["A_imag"])
+        return np.asarray(zoh(A, jnp.exp(params["log_dt"])[:, None])[0]).reshape(-1)
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import flax.linen as nn
@@ -23,6 +24,8 @@ from lrd.cells.ssm.common import (
 )
 from lrd.registry import register_mixer
 from lrd.scan import linear_scan
+
+MAX_REAL = -1e-4  # clip_eigs: Re(Lambda) <= MAX_REAL keeps the recurrence stable while training
 
 __all__ = ["S5", "s5", "hippo_legs", "hippo_n", "hippo_n_diagonalized"]
 
@@ -146,6 +149,13 @@ class S5(LinearRecurrentLayer):
         check_time_scales(self)
         self.require_bool("clip_eigs")
 
+    @nn.nowrap
+    def spectrum(self, params: Mapping[str, Any]) -> np.ndarray:
+        """The discretised transition ``Lambda_bar = exp(Delta Lambda)`` (with ``clip_eigs`` applied), ``[P/2]``."""
+        re = params["Lambda_re"] if not self.clip_eigs else jnp.minimum(params["Lambda_re"], MAX_REAL)
+        lam = complex_from_parts(re, params["Lambda_im"])
+        return np.asarray(zoh(lam, jnp.exp(params["log_step"]))[0])
+
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         self.check()
@@ -182,7 +192,7 @@ class S5(LinearRecurrentLayer):
             B,
             C,
             D,
-            max_real=-1e-4 if self.clip_eigs else None,
+            max_real=MAX_REAL if self.clip_eigs else None,
             probe=probe,
             **self.scan_options(),
         )
