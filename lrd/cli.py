@@ -1,4 +1,4 @@
-"""The ``lrd`` command line, one front door: ``lrd train | run | lag-search | bench | list``.
+"""The ``lrd`` command line, one front door: ``lrd train | run | lag-search | bench | grad-flow | list``.
 
 Every command that trains or measures builds one validated :class:`lrd.config.ExperimentConfig`, always the same
 way (:func:`config_from_args`):
@@ -6,7 +6,8 @@ way (:func:`config_from_args`):
 1. the base config: ``--config FILE[:ARG]`` (a ``.py`` file or a preset of ``experiments/configs``, e.g.
    ``--config adding:model=gru``), else the command's defaults;
 2. the command's shorthand flags, each exactly one dotted override (``--lag 200`` is ``--task.lag 200``; the
-   table is :data:`CONFIG_SHORTHANDS` / :data:`BENCH_SHORTHANDS`, and ``lrd COMMAND --help`` prints it);
+   tables are :data:`CONFIG_SHORTHANDS`, :data:`BENCH_SHORTHANDS`, :data:`GRAD_FLOW_SHORTHANDS`, and
+   ``lrd COMMAND --help`` prints them);
 3. dotted overrides ``--section.field VALUE`` (or ``--section.field=VALUE``) for any field of any section,
    ``--model.options.MIXER.OPTION VALUE`` and ``--task.options.KEY VALUE`` for single entries.
 
@@ -35,6 +36,7 @@ from lrd.config import (
     parse_override_args,
 )
 from lrd.errors import ConfigError, NumericalFault, UsageError
+from lrd.metrics_log import write_json
 
 __all__ = [
     "main",
@@ -44,6 +46,7 @@ __all__ = [
     "Shorthand",
     "CONFIG_SHORTHANDS",
     "BENCH_SHORTHANDS",
+    "GRAD_FLOW_SHORTHANDS",
     "COMMANDS",
 ]
 
@@ -314,6 +317,146 @@ def cmd_bench(args: argparse.Namespace, extra: Sequence[str]) -> int:
     return 0
 
 
+GRAD_FLOW_SHORTHANDS: tuple[Shorthand, ...] = CONFIG_SHORTHANDS + (
+    Shorthand("--window", "diagnostics.window", "distances lo,hi of the slope fit"),
+    Shorthand("--leaves", "diagnostics.leaves", "comma-separated probed leaves to report (default all)"),
+    Shorthand("--jacobian-samples", "diagnostics.jacobian_samples", "random projections per example"),
+)
+
+
+def _configure_grad_flow(parser: argparse.ArgumentParser) -> None:
+    _add_config_args(parser, GRAD_FLOW_SHORTHANDS)
+    parser.add_argument(
+        "--from-workdir",
+        default=None,
+        metavar="DIR",
+        help="measure the newest checkpoint of the run in DIR (its config.json is the base config)",
+    )
+    parser.add_argument(
+        "--sweep",
+        default=None,
+        metavar="KEY=V1,V2,...",
+        help="repeat for each value of one field, e.g. model.options.rnn.spectral_radius=0.5,1,1.5",
+    )
+    parser.add_argument(
+        "--out", default=None, metavar="DIR", help="write grad_flow.json and grad_flow.png here"
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace results already in --out")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def _workdir_config(directory: str) -> ExperimentConfig:
+    path = Path(directory) / "config.json"
+    if not path.is_file():
+        raise UsageError(f"--from-workdir {directory!r} holds no config.json (not an lrd run)")
+    return ExperimentConfig.from_dict(json.loads(path.read_text()))
+
+
+def _sweep_configs(config: ExperimentConfig, sweep: str) -> dict[str, ExperimentConfig]:
+    """``{"KEY=V": config}`` for ``KEY=V1,V2,...`` (each validated now, before any compute)."""
+    key, sep, values = sweep.partition("=")
+    items = [v.strip() for v in values.split(",") if v.strip()]
+    if not sep or "." not in key or not items:
+        raise UsageError(f"--sweep must look like section.field=V1,V2,..., got {sweep!r}")
+    return {f"{key}={value}": apply_overrides(config, [f"{key}={value}"]) for value in items}
+
+
+def _prepare_out_dir(out: str, names: Sequence[str], overwrite: bool) -> Path:
+    """Create ``out`` (before any compute); refuse to replace results there unless ``overwrite``."""
+    directory = Path(out)
+    existing = [name for name in names if (directory / name).exists()]
+    if existing and not overwrite:
+        raise UsageError(
+            f"--out {out!r} already holds {', '.join(existing)}; pass --overwrite to replace them"
+        )
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UsageError(f"--out {out!r} cannot be created: {err.strerror}") from None
+    if not os.access(directory, os.W_OK):
+        raise UsageError(f"--out {out!r} is not writable")
+    return directory
+
+
+def format_grad_flow(result: dict) -> str:
+    """The headline numbers of a :func:`lrd.diagnostics.grad_flow` result."""
+    lo, hi = result["slope_window"]
+    lines = [
+        f"{result['model']} on {result['task']} T={result['lag']} ({result['source']['kind']}, "
+        f"{result['num_seeds']} seed(s) x {result['batch_size']} sequences); slopes fitted over distances {lo}..{hi}",
+    ]
+    for name, slope in result["slope_per_step"].items():
+        jacobian = result["jacobian_slope_per_step"].get(name)
+        lines.append(
+            f"  {name:<24} d log||dL/dh|| / step = {_fmt_slope(slope)}   d log||dy_T/dh|| / step = "
+            f"{_fmt_slope(jacobian)}"
+        )
+    for layer, prediction in result["predictions_by_layer"].items():
+        lines.append(
+            f"  {layer}: rho={prediction['spectral_radius']:.3f}  predicted log(rho max f')="
+            f"{_fmt_slope(prediction['log_rho_max_fprime'])}  log(rho rms f')="
+            f"{_fmt_slope(prediction['log_rho_rms_fprime'])}"
+        )
+    for layer, internals in result["internals"].items():
+        for name, stats in internals.items():
+            quantiles = stats["unit_mean_quantiles"]
+            lines.append(
+                f"  {layer} {name}: mean {stats['mean']:.3f}; per-unit means q10/q50/q90 "
+                f"{quantiles['q10']:.3f}/{quantiles['q50']:.3f}/{quantiles['q90']:.3f}"
+            )
+    return "\n".join(lines)
+
+
+def _fmt_slope(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:+.4f}"
+
+
+def cmd_grad_flow(args: argparse.Namespace, extra: Sequence[str]) -> int:
+    """``lrd grad-flow``: gradient norm vs distance per state leaf, fitted decay and its predictions, spectra."""
+    from lrd.diagnostics import leaf_names, plot_grad_flow, plot_sweep, run_grad_flow, run_sweep
+
+    if args.from_workdir and args.config:
+        raise UsageError("give --config or --from-workdir, not both (the run's config.json is the base)")
+    base = (lambda: _workdir_config(args.from_workdir)) if args.from_workdir else ExperimentConfig
+    config = config_from_args(args, extra, base=base)
+    if args.from_workdir:
+        run_config = _workdir_config(args.from_workdir)
+        if config.model != run_config.model or config.task.name != run_config.task.name:
+            raise UsageError(
+                "--from-workdir: the model section and task.name must be the run's (its checkpoint has their "
+                "parameters); change the lag or the batch, not the model"
+            )
+    configs = _sweep_configs(config, args.sweep) if args.sweep else {"": config}
+    for each in configs.values():
+        unknown = sorted(set(each.diagnostics.leaves) - set(leaf_names(each.model.build(each.task.build()))))
+        if unknown:
+            allowed = ", ".join(leaf_names(each.model.build(each.task.build())))
+            raise ConfigError(f"diagnostics.leaves {unknown} unknown; allowed values: {allowed}")
+    names = ["sweep.json", "sweep.png"] if args.sweep else ["grad_flow.json", "grad_flow.png"]
+    out = _prepare_out_dir(args.out, names, args.overwrite) if args.out else None
+    if not args.sweep:
+        result = run_grad_flow(config, from_workdir=args.from_workdir)
+        print(json.dumps(result, indent=2) if args.json else format_grad_flow(result))
+        if out is not None:
+            write_json(out / "grad_flow.json", result)
+            plot_grad_flow(result, out / "grad_flow.png")
+            print(f"wrote {out / 'grad_flow.json'} and grad_flow.png")
+        return 0
+    sweep = run_sweep(configs, from_workdir=args.from_workdir, log=lambda line: print(line, file=sys.stderr))
+    sweep["key"] = args.sweep.partition("=")[0]
+    sweep["title"] = f"{config.model.name} on {config.task.name}: sweep of {sweep['key']}"
+    if args.json:
+        print(json.dumps(sweep, indent=2))
+    else:
+        for label, result in sweep["runs"].items():
+            print(f"== {label}\n{format_grad_flow(result)}")
+    if out is not None:
+        write_json(out / "sweep.json", sweep)
+        plot_sweep(sweep, out / "sweep.png")
+        print(f"wrote {out / 'sweep.json'} and sweep.png")
+    return 0
+
+
 def _format_value(value: Any) -> str:
     return repr(value) if isinstance(value, str) else str(value)
 
@@ -391,6 +534,7 @@ COMMANDS: dict[str, Command] = {
     "run": (_configure_run, cmd_run),
     "lag-search": (_configure_lag_search, cmd_lag_search),
     "bench": (_configure_bench, cmd_bench),
+    "grad-flow": (_configure_grad_flow, cmd_grad_flow),
     "list": (lambda parser: None, cmd_list),
 }
 

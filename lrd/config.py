@@ -1,6 +1,6 @@
 """Typed, validated experiment configs: the one config path of every ``lrd`` command.
 
-An :class:`ExperimentConfig` has six sections, each a frozen dataclass validated in ``__post_init__``:
+An :class:`ExperimentConfig` has seven sections, each a frozen dataclass validated in ``__post_init__``:
 
 * ``model``  (:class:`ModelConfig`): mixer name or ``+``-pattern, sizes, setting, model-wide mixer options
   (``truncation``, ``scan_mode``) and per-mixer options;
@@ -8,7 +8,8 @@ An :class:`ExperimentConfig` has six sections, each a frozen dataclass validated
 * ``optim``  (:class:`OptimConfig`): optimizer, learning rate, clipping, batch size;
 * ``run``    (:class:`RunConfig`): workdir, steps, seeds, evaluation and checkpoint cadence, fault limits;
 * ``search`` (:class:`SearchConfig`): the max-lag search protocol (used by ``lrd lag-search`` only);
-* ``bench``  (:class:`BenchConfig`): which mixers ``lrd bench`` times and how (used by ``lrd bench`` only).
+* ``bench``  (:class:`BenchConfig`): which mixers ``lrd bench`` times and how (used by ``lrd bench`` only);
+* ``diagnostics`` (:class:`DiagnosticsConfig`): what ``lrd grad-flow`` measures (used by it only).
 
 Every bad value fails at construction, before any compute, with a :class:`lrd.errors.ConfigError` (a
 ``ValueError``) whose message names the field (``model.hidden_size``) and, for names, the allowed values. Each
@@ -46,6 +47,7 @@ __all__ = [
     "RunConfig",
     "SearchConfig",
     "BenchConfig",
+    "DiagnosticsConfig",
     "ExperimentConfig",
     "OPTIMIZERS",
     "SETTINGS",
@@ -392,6 +394,36 @@ class BenchConfig:
         _bool("bench.variants", self.variants)
 
 
+@dataclasses.dataclass(frozen=True)
+class DiagnosticsConfig:
+    """What ``lrd grad-flow`` measures (:mod:`lrd.diagnostics`); model, task and seeds come from the other sections.
+
+    ``window``: the distances ``[lo, hi]`` (steps back from the last one) over which the per-step log-slope of the
+    gradient norm is fitted; the default 5..60 skips the readout's own steps and stays above float32 underflow for
+    the usual decays. ``jacobian_samples``: random unit projections per example for the norm of the Jacobian
+    product ``||dy_T/dh_t||``. ``leaves``: the probed leaves to report (``layer0_lstm/c``); empty: all.
+    """
+
+    window: tuple[int, ...] = (5, 60)
+    jacobian_samples: int = 4
+    leaves: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        for name in ("window", "leaves"):
+            if isinstance(getattr(self, name), list):
+                object.__setattr__(self, name, tuple(getattr(self, name)))
+        if not isinstance(self.window, tuple) or len(self.window) != 2:
+            raise ConfigError(f"diagnostics.window must be two distances lo,hi, got {self.window!r}")
+        lo, hi = self.window
+        _non_negative_int("diagnostics.window lo", lo)
+        _positive_int("diagnostics.window hi", hi)
+        if not lo < hi:
+            raise ConfigError(f"diagnostics.window must have lo < hi, got {list(self.window)}")
+        _positive_int("diagnostics.jacobian_samples", self.jacobian_samples)
+        if not isinstance(self.leaves, tuple) or not all(isinstance(leaf, str) for leaf in self.leaves):
+            raise ConfigError(f"diagnostics.leaves must be a list of leaf names, got {self.leaves!r}")
+
+
 SECTIONS: dict[str, type] = {
     "model": ModelConfig,
     "task": TaskConfig,
@@ -399,6 +431,7 @@ SECTIONS: dict[str, type] = {
     "run": RunConfig,
     "search": SearchConfig,
     "bench": BenchConfig,
+    "diagnostics": DiagnosticsConfig,
 }
 
 # Fields renamed since configs were first written: (section, old name) -> new name. A config.json of an older
@@ -416,6 +449,7 @@ class ExperimentConfig:
     run: RunConfig = dataclasses.field(default_factory=RunConfig)
     search: SearchConfig = dataclasses.field(default_factory=SearchConfig)
     bench: BenchConfig = dataclasses.field(default_factory=BenchConfig)
+    diagnostics: DiagnosticsConfig = dataclasses.field(default_factory=DiagnosticsConfig)
 
     def __post_init__(self) -> None:
         for name, cls in SECTIONS.items():

@@ -46,7 +46,8 @@ __all__ = [
 
 RUN_FILES = ("config.json", "checkpoints", "metrics.jsonl", "tensorboard", "summary.json")
 # Sections of config.json that define a run; a run's workdir is refused to a config that differs in them.
-# (``bench`` only steers ``lrd bench``, so a change of its defaults must not lock old workdirs.)
+# (``bench`` and ``diagnostics`` only steer ``lrd bench`` and ``lrd grad-flow``, so a change of their defaults
+# must not lock old workdirs.)
 RUN_SECTIONS = ("model", "task", "optim", "run", "search")
 
 

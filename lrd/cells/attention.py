@@ -318,6 +318,8 @@ class Attention(Mixer):
         :func:`causal_softmax_attention`); the same function.
     """
 
+    STATE_NAMES: ClassVar[tuple[str, ...]] = ("k", "v")
+
     scan_mode: str = "jax"
     num_heads: int = 4
     positions: str = "rotary"

@@ -82,12 +82,15 @@ class Mixer(nn.Module):
         mixer with one algorithm (it then has no ``scan_mode`` field).
       OPTION_SCAN_MODES: ``{option: scan modes that honour it}``. Setting the option to anything but its default
         under another scan mode is an error, since it would be silently ignored.
+      STATE_NAMES: names of the leaves of the probed state, in the order of the probe's pytree leaves (``("c",
+        "h")`` for the LSTM); the diagnostics report one curve per leaf under these names.
     """
 
     hidden_size: int
 
     SCAN_MODES: ClassVar[tuple[str, ...]] = ()
     OPTION_SCAN_MODES: ClassVar[Mapping[str, tuple[str, ...]]] = {}
+    STATE_NAMES: ClassVar[tuple[str, ...]] = ("h",)
 
     # -- diagnostics -----------------------------------------------------------------------------------------
 

@@ -16,7 +16,7 @@ Weight layout (shared with PyTorch so weights can be copied across; see ``tests/
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
@@ -207,6 +207,8 @@ class LSTM(RecurrentCell):
       forget_bias: added to the forget-gate bias at initialisation (1.0 as in Gers et al. 2000 /
         Jozefowicz et al. 2015 helps long lags; 0.0 matches PyTorch's default).
     """
+
+    STATE_NAMES: ClassVar[tuple[str, ...]] = ("c", "h")
 
     forget_bias: float = 1.0
 

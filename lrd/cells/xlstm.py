@@ -240,6 +240,8 @@ class SLSTM(RecurrentCell):
       input_bias: initial input-gate bias.
     """
 
+    STATE_NAMES: ClassVar[tuple[str, ...]] = ("c", "n", "m", "h")
+
     num_heads: int = 4
     forget_gate: str = "sigmoid"
     forget_bias_min: float = 3.0
@@ -488,6 +490,8 @@ class MLSTM(RecurrentCell):
       truncation, unroll, remat: :func:`lrd.scan.bptt_scan` options of the recurrent form, so honoured only with
         ``scan_mode="sequential"``.
     """
+
+    STATE_NAMES: ClassVar[tuple[str, ...]] = ("C", "n", "m")
 
     scan_mode: str = "chunked"
     chunk_size: int | None = None
