@@ -12,6 +12,8 @@ with ``hidden_size = d_model``) and measures, in one process:
 * ``compile_s``: the time to lower and compile that gradient;
 * ``temp_mib``: the compiler's temporary-buffer estimate for that gradient (``memory_analysis``), where the
   backend reports it; activation memory grows with ``T`` here;
+* ``while_loops``: the ``while`` loops in the lowered (StableHLO) forward+backward program: the sequential loops
+  over time (a ``lax.scan`` forward and its backward), 0 for a fully parallel form;
 * ``vs_peer``: ``fwd_bwd_ms`` relative to a peer mixer (``bench.peer``, default ``lstm``) measured in the same
   process.
 
@@ -22,6 +24,7 @@ the same rows as JSON (``.json``) or CSV (``.csv``).
 Example (the numbers of the model-zoo note)::
 
     lrd bench --d-model 64 --seq-len 1024 --batch-size 16 --out bench_T1024.csv
+    lrd bench --models lstm,lru,attention --seq-len 256,1024,4096 --out cost_vs_length.json
 """
 
 from __future__ import annotations
@@ -54,11 +57,13 @@ COLUMNS = (
     "mixer",
     "family",
     "variant",
+    "seq_len",
     "params",
     "steps_per_s",
     "fwd_bwd_ms",
     "compile_s",
     "temp_mib",
+    "while_loops",
     "vs_peer",
     "error",
 )
@@ -104,13 +109,14 @@ def bench_mixer(config: ExperimentConfig, name: str, options: dict[str, Any]) ->
     from lrd.registry import get_mixer
     from lrd.train import init_state, make_optimizer, train_step
 
+    config = mixer_config(config, name, options)
+    task = config.task.build()
     row: dict[str, Any] = {
         "mixer": name,
         "family": get_mixer(name).family,
         "variant": _variant_label(options),
+        "seq_len": task.seq_len,
     }
-    config = mixer_config(config, name, options)
-    task = config.task.build()
     model = config.model.build(task)
     optim, bench, batch_size = config.optim, config.bench, config.optim.batch_size
     optimizer = make_optimizer(optim.learning_rate, optim.clip_norm, optim.weight_decay)
@@ -125,8 +131,10 @@ def bench_mixer(config: ExperimentConfig, name: str, options: dict[str, Any]) ->
         return task.loss(model.apply({"params": params}, batch.inputs), batch)
 
     start = time.perf_counter()
-    compiled = jax.jit(jax.grad(loss)).lower(state.params, batch).compile()
+    lowered = jax.jit(jax.grad(loss)).lower(state.params, batch)
+    compiled = lowered.compile()
     row["compile_s"] = time.perf_counter() - start
+    row["while_loops"] = lowered.as_text().count("stablehlo.while")
     memory = _memory_analysis(compiled)
     row["temp_mib"] = None if memory is None else memory / 2**20
     _timed_median(compiled, (state.params, batch), bench.warmup)
@@ -178,6 +186,7 @@ def bench_settings(config: ExperimentConfig) -> dict[str, Any]:
         "task": config.task.name,
         "d_model": config.model.hidden_size,
         "seq_len": task.seq_len,
+        "seq_lens": list(config.bench.seq_lens) or [task.seq_len],
         "batch_size": config.optim.batch_size,
         "setting": config.model.setting,
         "num_layers": config.model.num_layers,
@@ -205,29 +214,36 @@ def run_bench(config: ExperimentConfig, *, log=None) -> dict[str, Any]:
         measured.append(peer)
     # Every (mixer, variant) config is validated before anything is compiled: an option one of them cannot
     # honour is a ConfigError now, not a missing row later.
+    lengths = list(config.bench.seq_lens) or [None]
     plan = [
-        (name, options)
+        (length, name, options)
+        for length in lengths
         for name in measured
         for options in (mixer_variants(name) if config.bench.variants else [{}])
     ]
-    for name, options in plan:
-        mixer_config(config, name, options)
+    at_length = {
+        length: config if length is None else config.replace(task={"lag": length}) for length in lengths
+    }
+    for length, name, options in plan:
+        mixer_config(at_length[length], name, options)
     rows = []
-    peer_ms = None
-    for name, options in plan:
+    peer_ms: dict[Any, float] = {}
+    for length, name, options in plan:
         try:
-            row = bench_mixer(config, name, options)
+            row = bench_mixer(at_length[length], name, options)
         except Exception as err:  # noqa: BLE001 - a failure to compile or run is reported as data
             row = {"mixer": name, "family": get_mixer(name).family, "variant": _variant_label(options)}
+            row["seq_len"] = at_length[length].task.build().seq_len
             row["error"] = f"{type(err).__name__}: {err}".splitlines()[0][:300]
         row["peer_only"] = name not in names
         rows.append(row)
-        if name == peer and peer_ms is None and "fwd_bwd_ms" in row:
-            peer_ms = row["fwd_bwd_ms"]
+        if name == peer and row["seq_len"] not in peer_ms and "fwd_bwd_ms" in row:
+            peer_ms[row["seq_len"]] = row["fwd_bwd_ms"]
         if log is not None:
             log(_row_summary(row))
     for row in rows:
-        row["vs_peer"] = row["fwd_bwd_ms"] / peer_ms if peer_ms and "fwd_bwd_ms" in row else None
+        reference = peer_ms.get(row["seq_len"])
+        row["vs_peer"] = row["fwd_bwd_ms"] / reference if reference and "fwd_bwd_ms" in row else None
         for column in COLUMNS:
             row.setdefault(column, None)
     return {"settings": bench_settings(config), "environment": environment(), "rows": rows}
@@ -255,8 +271,9 @@ def _fmt(value: Any, digits: int = 2) -> str:
 def format_table(result: dict[str, Any]) -> str:
     """The result as a fixed-width text table, headed by the settings and the environment."""
     s, env = result["settings"], result["environment"]
+    lengths = ",".join(str(length) for length in s["seq_lens"])
     header = (
-        f"lrd bench: {s['setting']} model on {s['task']}, d_model={s['d_model']} T={s['seq_len']} "
+        f"lrd bench: {s['setting']} model on {s['task']}, d_model={s['d_model']} T={lengths} "
         f"batch={s['batch_size']} (median of {s['repeats']} after {s['warmup']} warm-up)\n"
         f"device={env['device']} x{env['num_devices']}  jax={env['jax']}  flax={env['flax']}  "
         f"python={env['python']}  peer={s['peer']}"
@@ -265,11 +282,13 @@ def format_table(result: dict[str, Any]) -> str:
         "mixer",
         "family",
         "variant",
+        "T",
         "params",
         "steps/s",
         "fwd+bwd ms",
         "compile s",
         "temp MiB",
+        "loops",
         "vs peer",
     )
     lines = []
@@ -282,11 +301,13 @@ def format_table(result: dict[str, Any]) -> str:
                 row["mixer"],
                 row["family"],
                 row["variant"],
+                _fmt(row["seq_len"]),
                 _fmt(row["params"]),
                 _fmt(row["steps_per_s"]),
                 _fmt(row["fwd_bwd_ms"]),
                 _fmt(row["compile_s"]),
                 _fmt(row["temp_mib"], 1),
+                _fmt(row["while_loops"]),
                 _fmt(row["vs_peer"]),
             )
         )

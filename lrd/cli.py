@@ -123,7 +123,7 @@ BENCH_SHORTHANDS: tuple[Shorthand, ...] = (
         convert=lambda value: "" if value.strip() == "all" else value,
     ),
     Shorthand("--d-model", "model.hidden_size", "hidden size of the benchmarked model"),
-    Shorthand("--seq-len", "task.lag", "sequence length T (the task's lag)"),
+    Shorthand("--seq-len", "bench.seq_lens", "sequence length(s) T (the task's lag), e.g. 256,1024,4096"),
     Shorthand("--batch-size", "optim.batch_size"),
     Shorthand("--repeats", "bench.repeats", "timed repetitions per measurement"),
     Shorthand("--warmup", "bench.warmup", "untimed repetitions first (compile, caches)"),

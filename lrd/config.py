@@ -367,12 +367,14 @@ class SearchConfig:
 class BenchConfig:
     """What ``lrd bench`` measures (:mod:`lrd.bench`); sizes come from the other sections.
 
-    ``models``: mixer names to time (empty: every registered mixer); ``peer``: the mixer the ``vs_peer`` column
-    divides by, measured in the same process; ``repeats`` timed and ``warmup`` untimed calls per measurement;
+    ``models``: mixer names to time (empty: every registered mixer); ``seq_lens``: sequence lengths (the task's
+    lag) to time each at (empty: ``task.lag``); ``peer``: the mixer the ``vs_peer`` column divides by, measured in
+    the same process at the same length; ``repeats`` timed and ``warmup`` untimed calls per measurement;
     ``variants``: time every ``scan_mode`` of each mixer, not only its default.
     """
 
     models: tuple[str, ...] = ()
+    seq_lens: tuple[int, ...] = ()
     peer: str = "lstm"
     repeats: int = 10
     warmup: int = 2
@@ -381,8 +383,13 @@ class BenchConfig:
     def __post_init__(self) -> None:
         from lrd.registry import mixer_names
 
-        if isinstance(self.models, list):
-            object.__setattr__(self, "models", tuple(self.models))
+        for name in ("models", "seq_lens"):
+            if isinstance(getattr(self, name), list):
+                object.__setattr__(self, name, tuple(getattr(self, name)))
+        if not isinstance(self.seq_lens, tuple):
+            raise ConfigError(f"bench.seq_lens must be a list of lengths, got {self.seq_lens!r}")
+        for length in self.seq_lens:
+            _positive_int("bench.seq_lens entries", length)
         if not isinstance(self.models, tuple):
             raise ConfigError(f"bench.models must be a list of mixer names, got {self.models!r}")
         allowed = mixer_names()

@@ -50,7 +50,7 @@ def bench_run(tmp_path_factory):
 def test_json_is_well_formed(bench_run):
     _, path = bench_run
     result = json.loads(path.read_text())
-    assert result["settings"]["seq_len"] == 16 and result["settings"]["d_model"] == 4
+    assert result["settings"]["seq_lens"] == [16] and result["settings"]["d_model"] == 4
     assert {"device", "jax", "flax"} <= set(result["environment"])
     rows = result["rows"]
     assert [row["mixer"] for row in rows] == ["rnn", "gru"]
@@ -59,6 +59,7 @@ def test_json_is_well_formed(bench_run):
         assert row["error"] is None
         assert row["params"] > 0
         assert row["steps_per_s"] > 0 and row["fwd_bwd_ms"] > 0 and row["compile_s"] > 0
+        assert row["seq_len"] == 16 and row["while_loops"] == 2  # the forward scan and its backward
     # Bare models with d_model=4 on adding (2 inputs, 1 output): Elman W, U, b and GRU W, U, two biases.
     assert rows[0]["params"] == 4 * (2 + 4 + 1) + (4 + 1)
     assert rows[1]["params"] == 3 * 4 * (2 + 4 + 2) + (4 + 1)
@@ -105,7 +106,7 @@ def test_variants_are_the_scan_modes_of_each_mixer():
     "args,expected",
     [
         (["--models", "lstm,nosuchcell"], "bench.models='nosuchcell' is unknown"),
-        (["--models", "lstm", "--seq-len", "0"], "task.lag must be a positive int"),
+        (["--models", "lstm", "--seq-len", "0"], "bench.seq_lens entries must be a positive int"),
         (["--models", "lstm", "--out", "table.txt"], "--out"),
         (["--models", "lstm", "--out", "no/such/dir/bench.json"], "does not exist"),
         (["--models", "lstm", "--peer", "nosuchpeer"], "bench.peer='nosuchpeer' is unknown"),
@@ -127,3 +128,21 @@ def test_an_option_one_variant_cannot_honour_fails_before_any_compute():
     )
     with pytest.raises(ConfigError, match="only scan_mode 'chunked' honours chunk_size"):
         run_bench(config)
+
+
+def test_several_lengths_side_by_side(capsys, tmp_path):
+    # Given two lengths, Then every mixer is timed at each, vs_peer divides by the peer at the same length, and the
+    # parallel forms report no sequential loop.
+    out = tmp_path / "lengths.json"
+    argv = ["bench", "--models", "lstm,attention", "--seq-len", "8,16", "--d-model", "8", "--batch-size", "2"]
+    argv += ["--repeats", "1", "--warmup", "1", "--no-variants", "--out", str(out)]
+    assert main(argv) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["mixer"], r["seq_len"]) for r in rows] == [
+        ("lstm", 8),
+        ("attention", 8),
+        ("lstm", 16),
+        ("attention", 16),
+    ]
+    assert [r["vs_peer"] for r in rows if r["mixer"] == "lstm"] == [1.0, 1.0]
+    assert [r["while_loops"] for r in rows] == [2, 0, 2, 0]

@@ -172,7 +172,7 @@ def test_each_flag_is_exactly_its_dotted_override(command, shorthand):
 
 @pytest.mark.parametrize("shorthand", BENCH_SHORTHANDS, ids=lambda sh: sh.flag)
 def test_each_bench_flag_is_exactly_its_dotted_override(shorthand):
-    values = {"--models": "lstm,gru", "--d-model": "8", "--seq-len": "64", "--batch-size": "4"}
+    values = {"--models": "lstm,gru", "--d-model": "8", "--seq-len": "64,128", "--batch-size": "4"}
     values |= {"--repeats": "3", "--warmup": "1", "--peer": "gru", "--seed": "2"}
     value = values.get(shorthand.flag)
     flag_argv = [shorthand.flag] if value is None else [shorthand.flag, value]
