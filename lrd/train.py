@@ -118,9 +118,17 @@ def seed_keys(seed: int, num_seeds: int) -> jax.Array:
 
 
 def init_states(model: nn.Module, task: Task, optimizer, seed: int, num_seeds: int) -> TrainState:
-    """States for ``num_seeds`` seeds stacked along a leading axis (vmapped init)."""
-    keys = seed_keys(seed, num_seeds)
-    return jax.jit(jax.vmap(lambda k: init_state(model, task, optimizer, k)))(keys)
+    """States for ``num_seeds`` seeds stacked along a leading axis.
+
+    Each seed is initialised by the same compiled function, one after another, and the results are stacked (the
+    same values as a vmapped init). Not vmapped on purpose: orthogonal initialisers run a QR factorisation, and
+    XLA:CPU's batched LAPACK kernel (``ParallelBatchMap``) waits inside the intra-op thread pool for tasks it
+    queued on that same pool; with as many batch items as pool threads (2 seeds on 2 cores) every thread can end up
+    waiting and the process hangs for ever (seen in about 1 run in 4 of ``lrd train --num-seeds 2`` on 2 cores).
+    """
+    init_one = jax.jit(lambda key: init_state(model, task, optimizer, key))
+    states = [init_one(key) for key in seed_keys(seed, num_seeds)]
+    return jax.tree_util.tree_map(lambda *leaves: jnp.stack(leaves), *states)
 
 
 def _all_finite(tree: Any) -> jax.Array:

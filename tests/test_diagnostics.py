@@ -12,15 +12,15 @@ from lrd.cli import main
 from lrd.diagnostics import fit_slope, grad_flow, leaf_names
 from lrd.models import build_model
 from lrd.tasks.adding import Adding
+from lrd.train import init_states, make_optimizer
 
 TASK = Adding(lag=50)
 BATCH = TASK.sample(jax.random.PRNGKey(2), 8)
 
 
 def _params(model, num_seeds: int = 2):
-    example = TASK.sample(jax.random.PRNGKey(0), 1).inputs
-    keys = jax.random.split(jax.random.PRNGKey(1), num_seeds)
-    return jax.vmap(lambda key: model.init(key, example)["params"])(keys)
+    """Parameters of ``num_seeds`` seeds, stacked (initialised one by one, see lrd.train.init_states)."""
+    return init_states(model, TASK, make_optimizer(1e-3), seed=1, num_seeds=num_seeds).params
 
 
 def _rnn(activation: str, rho: float, hidden: int = 16):

@@ -214,7 +214,8 @@ def _slstm_recurrent_init(key: jax.Array, shape: tuple[int, ...], dtype: Any = j
     """``[heads, head_dim, 4, head_dim]``: an independent orthogonal block per head and gate."""
     heads, head_dim, gates, _ = shape
     keys = jax.random.split(key, heads * gates)
-    blocks = jax.vmap(lambda k: nn.initializers.orthogonal()(k, (head_dim, head_dim), dtype))(keys)
+    # One QR per block, not a vmapped (batched) one: see lrd.train.init_states on batched QR hanging XLA:CPU.
+    blocks = jnp.stack([nn.initializers.orthogonal()(k, (head_dim, head_dim), dtype) for k in keys])
     return blocks.reshape(heads, gates, head_dim, head_dim).transpose(0, 2, 1, 3)
 
 
