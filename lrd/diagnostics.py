@@ -179,8 +179,9 @@ def fit_slope(distance: np.ndarray, log_norm: np.ndarray, window: Sequence[int])
 
 
 def _json_floats(values: np.ndarray) -> list[float | None]:
-    """JSON has no inf/NaN: they become ``null`` (a zero gradient has ``log = -inf``)."""
-    return [float(v) if math.isfinite(v) else None for v in np.asarray(values, np.float64).ravel()]
+    """Floats for JSON, to 6 significant digits (float32 carries about 7); inf/NaN become ``null`` (a zero
+    gradient has ``log = -inf``)."""
+    return [float(f"{v:.6g}") if math.isfinite(v) else None for v in np.asarray(values, np.float64).ravel()]
 
 
 def _curve(norms: np.ndarray) -> dict[str, Any]:
@@ -197,17 +198,37 @@ def _curve(norms: np.ndarray) -> dict[str, Any]:
     }
 
 
-def _summary(values: np.ndarray) -> dict[str, Any]:
-    """Statistics of a recorded internal ``[seeds, batch, time, units]``: overall, and of the per-unit means."""
+RETAINING = ("forget_gate", "decay")  # internals that multiply the state from one step to the next
+
+
+def _summary(name: str, values: np.ndarray) -> dict[str, Any]:
+    """Statistics of a recorded internal ``[seeds, batch, time, units]``: overall, and of the per-unit means.
+
+    For a gate that multiplies the state (``forget_gate``, ``decay``), also the *retention* against distance:
+    ``log prod_{s=t+1}^{T-1} f_s``, the factor by which that gate alone scales what the state held at ``t`` by the
+    last step (the constant error carousel's factor, for an LSTM), for the best-retaining unit of each sequence and
+    for the median unit, averaged over sequences and seeds.
+    """
     values = np.asarray(values, np.float64)
     units = values.reshape(-1, values.shape[-1]).mean(axis=0)
-    return {
+    summary = {
         "mean": float(values.mean()),
         "rms": float(np.sqrt(np.mean(values**2))),
         "quantiles": {f"q{round(100 * q):02d}": float(np.quantile(values, q)) for q in QUANTILES},
         "unit_means": _json_floats(units),
         "unit_mean_quantiles": {f"q{round(100 * q):02d}": float(np.quantile(units, q)) for q in QUANTILES},
     }
+    if name in RETAINING and values.ndim == 4:
+        log_f = _log(np.abs(values))  # [S, B, T, U]
+        # retention[t] = sum_{s > t} log f_s: a reversed cumulative sum, shifted by one step.
+        later = np.cumsum(log_f[:, :, ::-1], axis=2)[:, :, ::-1]
+        retention = np.concatenate([later[:, :, 1:], np.zeros_like(later[:, :, :1])], axis=2)[:, :, ::-1]
+        summary["retention"] = {
+            "distance": list(range(values.shape[2])),
+            "log_best_unit": _json_floats(retention.max(axis=-1).mean(axis=(0, 1))),
+            "log_median_unit": _json_floats(np.median(retention, axis=-1).mean(axis=(0, 1))),
+        }
+    return summary
 
 
 def _elman_prediction(
@@ -304,7 +325,7 @@ def grad_flow(
             }
         recorded = {name: values[0] for name, values in internals.get(layer, {}).items()}
         if recorded:
-            internal_stats[layer] = {name: _summary(values) for name, values in recorded.items()}
+            internal_stats[layer] = {name: _summary(name, values) for name, values in recorded.items()}
         prediction = _elman_prediction(get_mixer(mixer).cls, module, per_seed, recorded)
         if prediction is not None:
             predictions[layer] = prediction

@@ -165,3 +165,14 @@ def test_bad_input_exits_2_before_compute(argv, expected, capsys, tmp_path):
     assert main(["grad-flow", *argv, "--out", str(tmp_path / "out")]) == 2
     assert expected in capsys.readouterr().err
     assert not (tmp_path / "out" / "grad_flow.json").exists()
+
+
+def test_retention_is_the_product_of_later_forget_gates():
+    # Given recorded forget gates f[t], Then retention at distance d is log prod_{s > T-1-d} f_s: 0 at d = 0.
+    from lrd.diagnostics import _summary
+
+    f = np.full((1, 1, 5, 2), 0.5)
+    f[..., 1] = 1.0  # a unit that never forgets
+    retention = _summary("forget_gate", f)["retention"]
+    assert retention["log_best_unit"] == pytest.approx([0.0] * 5)
+    assert retention["log_median_unit"] == pytest.approx([0.5 * d * np.log(0.5) for d in range(5)])
