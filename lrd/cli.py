@@ -428,10 +428,10 @@ def cmd_grad_flow(args: argparse.Namespace, extra: Sequence[str]) -> int:
             )
     configs = _sweep_configs(config, args.sweep) if args.sweep else {"": config}
     for each in configs.values():
-        unknown = sorted(set(each.diagnostics.leaves) - set(leaf_names(each.model.build(each.task.build()))))
+        allowed = leaf_names(each.model.build(each.task.build()))
+        unknown = sorted(set(each.diagnostics.leaves) - set(allowed))
         if unknown:
-            allowed = ", ".join(leaf_names(each.model.build(each.task.build())))
-            raise ConfigError(f"diagnostics.leaves {unknown} unknown; allowed values: {allowed}")
+            raise ConfigError(f"diagnostics.leaves {unknown} unknown; allowed values: {', '.join(allowed)}")
     names = ["sweep.json", "sweep.png"] if args.sweep else ["grad_flow.json", "grad_flow.png"]
     out = _prepare_out_dir(args.out, names, args.overwrite) if args.out else None
     if not args.sweep:
