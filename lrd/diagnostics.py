@@ -234,10 +234,14 @@ def _summary(name: str, values: np.ndarray) -> dict[str, Any]:
 def _elman_prediction(
     mixer_cls: type, module: Any, spectra: list[np.ndarray], internals: dict
 ) -> dict | None:
-    """The two predicted slopes of an Elman/IndRNN layer, or ``None`` for other mixers."""
-    from lrd.cells.classic import ACTIVATION_DERIVATIVE_MAX, ElmanRNN, IndRNN
+    """The two predicted slopes of an Elman layer, or ``None`` for other mixers.
 
-    if not issubclass(mixer_cls, ElmanRNN | IndRNN) or "activation_derivative" not in internals:
+    Not for IndRNN: with a diagonal ``u`` every unit decays at its own rate ``log(|u_n| f'_n)`` and the norm follows
+    the slowest unit, which neither a spectral radius times an rms derivative nor the bound describes.
+    """
+    from lrd.cells.classic import ACTIVATION_DERIVATIVE_MAX, ElmanRNN
+
+    if not issubclass(mixer_cls, ElmanRNN) or "activation_derivative" not in internals:
         return None
     rho = float(np.mean([np.max(np.abs(s)) for s in spectra]))
     rms = float(np.sqrt(np.mean(np.asarray(internals["activation_derivative"], np.float64) ** 2)))
