@@ -30,7 +30,7 @@ from typing import Any
 
 import jax
 
-from lrd.config import ExperimentConfig
+from lrd.config import ConfigError, ExperimentConfig
 from lrd.errors import NumericalFault
 from lrd.metrics_log import write_json
 from lrd.runner import prepare_workdir, run_experiment
@@ -113,7 +113,15 @@ def _result(
 def lag_search(
     config: ExperimentConfig, *, overwrite: bool = False, progress: bool = True, log=print
 ) -> dict[str, Any]:
-    """Run the protocol of the module docstring in ``config.run.workdir``; return (and write) the result."""
+    """Run the protocol of the module docstring in ``config.run.workdir``; return (and write) the result.
+
+    Every lag of the sweep is validated before anything is written (bisection lags lie between two of them).
+    """
+    for lag in config.search.sweep:
+        try:
+            trial_config(config, lag, Path(config.run.workdir or "."))
+        except ConfigError as err:
+            raise ConfigError(f"search.sweep lag {lag}: {err}") from None
     root, _ = prepare_workdir(config, overwrite=overwrite)
     if overwrite:
         for trial_dir in root.glob("lag_*"):

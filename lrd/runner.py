@@ -16,6 +16,7 @@ metrics as an uninterrupted run (bit for bit on CPU). A completed run is not tra
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -82,52 +83,75 @@ def train_in_memory(config: ExperimentConfig, *, progress: bool = True) -> dict[
 
 
 def _comparable(config: dict[str, Any]) -> dict[str, Any]:
-    """A config dict in canonical form (older files gain new defaults) restricted to :data:`RUN_SECTIONS`."""
+    """A config dict in canonical form (older files gain new defaults) restricted to :data:`RUN_SECTIONS`, without
+    ``run.workdir``: where a run lives is not what it is."""
     try:
         config = ExperimentConfig.from_dict(config).to_dict()
     except ConfigError:
         pass  # an old config the current rules reject: compare it as written
-    return {name: config.get(name) for name in RUN_SECTIONS}
+    comparable = {name: config.get(name) for name in RUN_SECTIONS}
+    if isinstance(comparable.get("run"), dict):
+        comparable["run"] = {k: v for k, v in comparable["run"].items() if k != "workdir"}
+    return comparable
 
 
 def prepare_workdir(config: ExperimentConfig, *, overwrite: bool = False) -> tuple[Path, dict | None]:
     """Create the workdir or check it holds this same run; return it and an existing summary, if any.
 
-    A workdir whose ``config.json`` differs raises :class:`WorkdirError` listing the differences, unless
-    ``overwrite``, which deletes the previous run's files (and only those).
+    A run is identified by its config's content, not by the spelling of its path: ``runs/a``, ``runs/a/`` and the
+    absolute path are the same run, and a moved or copied workdir resumes. A workdir whose ``config.json`` differs
+    raises :class:`WorkdirError` listing the differences, unless ``overwrite``, which deletes the previous run's
+    files (and only those). Nothing is written when the workdir already holds this run, so a finished run in a
+    read-only workdir is read back; a workdir that must be written and cannot be is a :class:`WorkdirError`.
     """
     if config.run.workdir is None:
         raise ConfigError("run.workdir is required (e.g. --run.workdir runs/adding_lstm)")
     workdir = Path(config.run.workdir)
     new = config.to_dict()
     config_path = workdir / "config.json"
+    summary_path = workdir / "summary.json"
     if workdir.exists() and not workdir.is_dir():
         raise WorkdirError(f"run.workdir={str(workdir)!r} exists and is not a directory")
-    if config_path.exists() and not overwrite:
-        old = json.loads(config_path.read_text())
-        diff = config_diff(_comparable(old), _comparable(new))
-        if diff:
+    previous = json.loads(summary_path.read_text()) if summary_path.exists() else None
+    same = False
+    if config_path.exists():
+        diff = config_diff(_comparable(json.loads(config_path.read_text())), _comparable(new))
+        same = not diff
+        if diff and not overwrite:
+            finished = previous is not None and previous.get("status") == "completed"
             raise WorkdirError(
-                f"run.workdir={str(workdir)!r} holds a run with a different config ({'; '.join(diff)}); "
-                "pass --overwrite to replace it, or choose another run.workdir"
+                f"run.workdir={str(workdir)!r} holds {'a finished' if finished else 'another'} run with a "
+                f"different config ({'; '.join(diff)}); choose another run.workdir, or pass --overwrite to "
+                "delete that run's checkpoints, metrics and summary and start this one there"
             )
-    elif workdir.exists() and any(workdir.iterdir()) and not overwrite and not config_path.exists():
+    elif workdir.exists() and any(workdir.iterdir()) and not overwrite:
         raise WorkdirError(
             f"run.workdir={str(workdir)!r} is not empty and holds no config.json (not an lrd run); "
             "choose another run.workdir"
         )
-    if overwrite:
-        for name in RUN_FILES:
-            target = workdir / name
-            if target.is_dir():
-                shutil.rmtree(target)
-            elif target.exists():
-                target.unlink()
-    workdir.mkdir(parents=True, exist_ok=True)
-    write_json(config_path, new)
-    summary_path = workdir / "summary.json"
-    summary = json.loads(summary_path.read_text()) if summary_path.exists() else None
-    return workdir, summary
+    if same and not overwrite:
+        if not (previous is not None and previous.get("status") == "completed"):
+            _require_writable(workdir)
+        return workdir, previous
+    try:
+        if overwrite:
+            for name in RUN_FILES:
+                target = workdir / name
+                if target.is_dir():
+                    shutil.rmtree(target)
+                elif target.exists():
+                    target.unlink()
+        workdir.mkdir(parents=True, exist_ok=True)
+        _require_writable(workdir)
+        write_json(config_path, new)
+    except OSError as err:
+        raise WorkdirError(f"run.workdir={str(workdir)!r} cannot be written: {err.strerror or err}") from None
+    return workdir, None
+
+
+def _require_writable(workdir: Path) -> None:
+    if not os.access(workdir, os.W_OK | os.X_OK):
+        raise WorkdirError(f"run.workdir={str(workdir)!r} is not writable; choose another run.workdir")
 
 
 def steps_to_solve_from_metrics(records: Sequence[dict[str, Any]], num_seeds: int) -> list[int | None]:

@@ -124,3 +124,14 @@ def test_tiny_real_search_writes_well_formed_results_and_resumes(tmp_path, capsy
     # A different protocol in the same workdir is refused, naming the change.
     assert main([*args, "--search.solve_fraction=1.0"]) == 2
     assert "search.solve_fraction: 0.5 -> 1.0" in capsys.readouterr().err
+
+
+def test_a_sweep_lag_the_config_rejects_fails_before_anything_is_written(tmp_path, capsys):
+    # truncation 15 is longer than the sweep's first lag (10): refused before the search's config.json is written.
+    workdir = tmp_path / "search"
+    argv = ["lag-search", "--model", "lstm", "--truncation", "15", "--lag", "20", "--search.sweep", "10,20"]
+    assert main([*argv, "--workdir", str(workdir)]) == 2
+    assert (
+        "search.sweep lag 10: model.truncation=15 exceeds the sequence length 10" in capsys.readouterr().err
+    )
+    assert not workdir.exists()

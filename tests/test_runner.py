@@ -225,3 +225,33 @@ def test_checkpoints_follow_the_cadence_when_evaluations_do_not_divide_it(tmp_pa
     with Checkpointer(tmp_path / "checkpoints") as checkpointer:
         assert checkpointer.steps() == [6, 10]
     assert [r["step"] for r in read_metrics(tmp_path / "metrics.jsonl") if r["seed"] == 0] == [3, 6, 9, 10]
+
+
+def test_a_run_is_its_config_not_the_spelling_of_its_path(tmp_path, monkeypatch):
+    # Given a finished run in tmp/a, When the same command addresses it as tmp/a/, by its absolute path, or after the
+    # workdir was moved, Then it is the same run: the summary is returned and nothing is trained or rewritten.
+    config = tiny_config(tmp_path / "a", "run.steps=10", "run.checkpoint_every=10")
+    summary = run_experiment(config, progress=False)
+    config_mtime = (tmp_path / "a" / "config.json").stat().st_mtime_ns
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr("lrd.runner.train", no_training)
+    monkeypatch.setattr("lrd.runner.write_json", no_training)  # and nothing is rewritten
+    for spelling in (f"{tmp_path}/a/", str((tmp_path / "a").resolve()), f"{tmp_path}/./a"):
+        again = run_experiment(config.replace(run={"workdir": spelling}), progress=False)
+        assert again["steps_run"] == summary["steps_run"] and again["status"] == "completed"
+    shutil.move(tmp_path / "a", tmp_path / "moved")
+    moved = run_experiment(config.replace(run={"workdir": str(tmp_path / "moved")}), progress=False)
+    assert moved["final_eval"] == summary["final_eval"]
+    assert (tmp_path / "moved" / "config.json").stat().st_mtime_ns == config_mtime
+
+
+def test_refusing_a_finished_run_says_overwrite_deletes_it(tmp_path):
+    run_experiment(tiny_config(tmp_path, "run.steps=10", "run.checkpoint_every=10"), progress=False)
+    changed = tiny_config(tmp_path, "run.steps=10", "run.checkpoint_every=10", "optim.batch_size=4")
+    with pytest.raises(
+        WorkdirError, match=r"holds a finished run .*--overwrite to delete that run's checkpoints"
+    ):
+        run_experiment(changed, progress=False)
