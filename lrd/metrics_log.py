@@ -15,7 +15,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -65,14 +67,22 @@ def truncate_metrics(path: str | Path, last_step: int) -> list[dict[str, Any]]:
 class MetricsLogger:
     """A :func:`lrd.train.train` callback appending per-seed records to ``metrics.jsonl`` (and TensorBoard)."""
 
-    def __init__(self, workdir: str | Path, *, tensorboard: bool = True):
+    def __init__(
+        self, workdir: str | Path, *, tensorboard: bool = True, history: Sequence[dict[str, Any]] = ()
+    ):
+        """``history``: the ``metrics.jsonl`` records a resumed run keeps. TensorBoard event files cannot be
+        truncated, so on a resume they are written anew from those records, and no step appears twice."""
         self.path = Path(workdir) / "metrics.jsonl"
         self._t0 = time.perf_counter()
         self._writer = None
         if tensorboard:
             from tensorboardX import SummaryWriter
 
-            self._writer = SummaryWriter(logdir=str(Path(workdir) / "tensorboard"))
+            directory = Path(workdir) / "tensorboard"
+            if directory.exists():
+                shutil.rmtree(directory)
+            self._writer = SummaryWriter(logdir=str(directory))
+            self._write_events(history)
 
     def records(self, record: dict[str, Any]) -> list[dict[str, Any]]:
         """The per-seed rows of one evaluation record of :func:`lrd.train.train`."""
@@ -97,14 +107,19 @@ class MetricsLogger:
         with self.path.open("a") as f:
             for row in rows:
                 f.write(json.dumps(row) + "\n")
-        if self._writer is not None:
-            for row in rows:
-                for key, value in row.items():
-                    if key.startswith(("train_", "eval_")) and isinstance(value, float):
-                        split, _, name = key.partition("_")
-                        self._writer.add_scalar(f"{split}/{name}/seed{row['seed']}", value, row["step"])
-            self._writer.add_scalar("steps_per_s", rows[0]["steps_per_s"], rows[0]["step"])
-            self._writer.flush()
+        self._write_events(rows)
+
+    def _write_events(self, rows: Sequence[dict[str, Any]]) -> None:
+        if self._writer is None or not rows:
+            return
+        for row in rows:
+            for key, value in row.items():
+                if key.startswith(("train_", "eval_")) and isinstance(value, float):
+                    split, _, name = key.partition("_")
+                    self._writer.add_scalar(f"{split}/{name}/seed{row['seed']}", value, row["step"])
+            if row["seed"] == 0:
+                self._writer.add_scalar("steps_per_s", row["steps_per_s"], row["step"])
+        self._writer.flush()
 
     def close(self) -> None:
         if self._writer is not None:

@@ -211,7 +211,7 @@ def run_experiment(
         state, meta = restored
         resumed_from = int(meta["step"])
     start_step = int(np.asarray(state.step).reshape(-1)[0])
-    truncate_metrics(workdir / "metrics.jsonl", start_step)
+    history = truncate_metrics(workdir / "metrics.jsonl", start_step)
 
     last_evaluation = [start_step]
 
@@ -223,7 +223,7 @@ def run_experiment(
             checkpointer.save(record["step"], state)
         last_evaluation[0] = record["step"]
 
-    logger = MetricsLogger(workdir, tensorboard=config.run.tensorboard)
+    logger = MetricsLogger(workdir, tensorboard=config.run.tensorboard, history=history)
     guard = _FaultGuard(config.run.max_skip_fraction, start_step, np.asarray(state.num_skipped))
     status, error = "completed", None
     t0 = time.perf_counter()

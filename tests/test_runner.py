@@ -255,3 +255,38 @@ def test_refusing_a_finished_run_says_overwrite_deletes_it(tmp_path):
         WorkdirError, match=r"holds a finished run .*--overwrite to delete that run's checkpoints"
     ):
         run_experiment(changed, progress=False)
+
+
+def _event_steps(directory) -> list[tuple[str, int]]:
+    """``(tag, step)`` of every scalar in the TensorBoard event files under ``directory`` (TFRecord framing)."""
+    import struct
+
+    from tensorboardX.proto import event_pb2
+
+    out = []
+    for path in sorted(directory.rglob("events.out.tfevents.*")):
+        data = path.read_bytes()
+        offset = 0
+        while offset < len(data):
+            (length,) = struct.unpack("<Q", data[offset : offset + 8])
+            event = event_pb2.Event.FromString(data[offset + 12 : offset + 12 + length])
+            offset += 12 + length + 4
+            out.extend((value.tag, event.step) for value in event.summary.value)
+    return out
+
+
+def test_tensorboard_after_a_resume_has_each_step_once(tmp_path):
+    # Given a run killed after step 30 whose newest checkpoint is 20, When it resumes, Then steps 30.. are redone
+    # and TensorBoard (rewritten from the kept metrics) holds every (tag, step) exactly once, as metrics.jsonl does.
+    config = tiny_config(tmp_path, "run.tensorboard=true", "run.checkpoint_every=20")
+
+    def kill_at_30(state, record):
+        if record["step"] == 30:
+            raise Killed
+
+    with pytest.raises(Killed):
+        run_experiment(config, progress=False, callbacks=(kill_at_30,))
+    run_experiment(config, progress=False)
+    events = _event_steps(tmp_path / "tensorboard")
+    assert len(events) == len(set(events))
+    assert sorted({step for tag, step in events if tag == "eval/loss/seed0"}) == [10, 20, 30, 40]
