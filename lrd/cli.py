@@ -11,6 +11,9 @@ way (:func:`config_from_args`):
 3. dotted overrides ``--section.field VALUE`` (or ``--section.field=VALUE``) for any field of any section,
    ``--model.options.MIXER.OPTION VALUE`` and ``--task.options.KEY VALUE`` for single entries.
 
+Exit status: 0 done, 2 a usage error (nothing computed, nothing written), 3 a numerical fault (too many NaN/Inf
+steps), 4 stopped by SIGTERM/SIGINT after a checkpoint (the same command resumes).
+
 A field given twice is an error. Values are parsed by the field's type and validated by the config, so a mistake
 gets the same one-line message from every command, names the field and the allowed values, and exits with status 2
 before any compute.
@@ -35,8 +38,11 @@ from lrd.config import (
     load_config,
     parse_override_args,
 )
-from lrd.errors import ConfigError, NumericalFault, UsageError
+from lrd.errors import ConfigError, NumericalFault, Preempted, UsageError
 from lrd.metrics_log import write_json
+
+EXIT_NUMERICAL_FAULT = 3
+EXIT_PREEMPTED = 4
 
 __all__ = [
     "main",
@@ -241,7 +247,7 @@ def _run_in_workdir(config: ExperimentConfig, args: argparse.Namespace) -> int:
         summary = run_experiment(config, overwrite=args.overwrite)
     except NumericalFault as err:
         print(f"lrd {args.command}: numerical fault: {err}")
-        return 3
+        return EXIT_NUMERICAL_FAULT
     _print_summary(summary, args.json)
     if not args.json:
         print(f"results in {summary['workdir']}")
@@ -571,6 +577,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, FileNotFoundError) as err:  # FileNotFoundError: data a task needs is not prepared
         print(f"lrd {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except Preempted as err:
+        print(f"lrd {args.command}: {err}", file=sys.stderr)
+        return EXIT_PREEMPTED
 
 
 if __name__ == "__main__":

@@ -9,13 +9,14 @@
   report it under the path the user typed (``model.truncation`` or ``model.options.lru.truncation``).
 * :class:`WorkdirError`: the workdir holds a different run, or something that is not a run.
 * :class:`NumericalFault`: training skipped too many steps for a NaN/Inf loss or gradient.
+* :class:`Preempted`: a run stopped on SIGTERM/SIGINT after writing a checkpoint.
 
-All but :class:`NumericalFault` are ``ValueError``\\ s, so library callers can catch the usual type.
+All but :class:`NumericalFault` and :class:`Preempted` are ``ValueError``\\ s, so library callers can catch the usual type.
 """
 
 from __future__ import annotations
 
-__all__ = ["UsageError", "ConfigError", "OptionError", "WorkdirError", "NumericalFault"]
+__all__ = ["UsageError", "ConfigError", "OptionError", "WorkdirError", "NumericalFault", "Preempted"]
 
 
 class UsageError(ValueError):
@@ -44,3 +45,13 @@ class WorkdirError(ConfigError):
 
 class NumericalFault(RuntimeError):
     """Too many steps skipped for non-finite losses or gradients."""
+
+
+class Preempted(RuntimeError):
+    """A run stopped on request (SIGTERM, SIGINT) after checkpointing; the same command resumes it."""
+
+    def __init__(self, signal_name: str, step: int):
+        self.signal_name, self.step = signal_name, step
+        super().__init__(
+            f"stopped by {signal_name} at step {step} (checkpoint saved); the same command resumes"
+        )

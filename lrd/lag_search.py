@@ -34,6 +34,7 @@ from lrd.config import ConfigError, ExperimentConfig
 from lrd.errors import NumericalFault
 from lrd.metrics_log import write_json
 from lrd.runner import prepare_workdir, run_experiment
+from lrd.workdir import WorkdirLock
 
 __all__ = ["lag_search", "trial_config", "next_bisection_lag", "plot_lag_search", "format_result"]
 
@@ -123,6 +124,12 @@ def lag_search(
         except ConfigError as err:
             raise ConfigError(f"search.sweep lag {lag}: {err}") from None
     root, _ = prepare_workdir(config, overwrite=overwrite)
+    with WorkdirLock(root):
+        return _search(config, root, overwrite=overwrite, progress=progress, log=log)
+
+
+def _search(config: ExperimentConfig, root: Path, *, overwrite: bool, progress: bool, log) -> dict[str, Any]:
+    """The body of :func:`lag_search` once its root workdir is prepared and locked."""
     if overwrite:
         for trial_dir in root.glob("lag_*"):
             if trial_dir.is_dir():

@@ -6,7 +6,9 @@
     checkpoints/      orbax checkpoints of the seed-stacked train state (run.checkpoint_every cadence + end)
     metrics.jsonl     one record per (evaluation, seed), see lrd.metrics_log
     tensorboard/      event files (tensorboardX)
-    summary.json      status, per-seed solved / steps_to_solve / final held-out metrics, device, wall time
+    summary.json      status (completed | numerical_fault | preempted), per-seed solved / steps_to_solve / final
+                      held-out metrics, device, wall time
+    .lock             while a process trains in it: its pid and host (a second process is refused)
 
 A run killed at any point and restarted with the same command resumes from its newest readable checkpoint; the
 data stream of every step is a pure function of ``(seed key, step)``, so it finishes with the same parameters and
@@ -29,10 +31,11 @@ import numpy as np
 
 from lrd.checkpoint import Checkpointer
 from lrd.config import ConfigError, ExperimentConfig, config_diff
-from lrd.errors import NumericalFault, WorkdirError
+from lrd.errors import NumericalFault, Preempted, WorkdirError
 from lrd.metrics_log import MetricsLogger, read_metrics, truncate_metrics, write_json
 from lrd.tasks.base import Task
 from lrd.train import TrainSettings, TrainState, init_states, make_optimizer, train, train_settings
+from lrd.workdir import StopSignals, WorkdirLock, require_unlocked
 
 __all__ = [
     "NumericalFault",
@@ -133,6 +136,8 @@ def prepare_workdir(config: ExperimentConfig, *, overwrite: bool = False) -> tup
         if not (previous is not None and previous.get("status") == "completed"):
             _require_writable(workdir)
         return workdir, previous
+    if overwrite:
+        require_unlocked(workdir)  # never delete the files of a run another process is training
     try:
         if overwrite:
             for name in RUN_FILES:
@@ -200,7 +205,33 @@ def run_experiment(
     workdir, previous = prepare_workdir(config, overwrite=overwrite)
     if previous is not None and previous.get("status") == "completed":
         return previous
+    with WorkdirLock(workdir), StopSignals() as stop:
+        return _train_in_workdir(
+            config,
+            workdir,
+            task,
+            model,
+            settings,
+            stop,
+            callbacks,
+            progress=progress,
+            description=description,
+        )
 
+
+def _train_in_workdir(
+    config: ExperimentConfig,
+    workdir: Path,
+    task: Task,
+    model: nn.Module,
+    settings: TrainSettings,
+    stop: StopSignals,
+    callbacks: Sequence[Callable[[TrainState, dict[str, Any]], None]],
+    *,
+    progress: bool,
+    description: str,
+) -> dict[str, Any]:
+    """The body of :func:`run_experiment` once the workdir is prepared and locked."""
     optimizer = make_optimizer(settings.learning_rate, settings.clip_norm, settings.weight_decay)
     checkpointer = Checkpointer(workdir / "checkpoints", keep=config.run.keep_checkpoints)
     like = jax.eval_shape(lambda: init_states(model, task, optimizer, settings.seed, settings.num_seeds))
@@ -223,9 +254,15 @@ def run_experiment(
             checkpointer.save(record["step"], state)
         last_evaluation[0] = record["step"]
 
+    def stop_if_requested(state: TrainState, record: dict[str, Any]) -> None:
+        if stop.requested:
+            if record["step"] not in checkpointer.steps():
+                checkpointer.save(record["step"], state)
+            raise Preempted(stop.requested, record["step"])
+
     logger = MetricsLogger(workdir, tensorboard=config.run.tensorboard, history=history)
     guard = _FaultGuard(config.run.max_skip_fraction, start_step, np.asarray(state.num_skipped))
-    status, error = "completed", None
+    status, error, preempted = "completed", None, None
     t0 = time.perf_counter()
     try:
         state, summary = train(
@@ -233,7 +270,7 @@ def run_experiment(
             task,
             settings,
             state=state,
-            callbacks=(logger, guard, save_on_cadence, *callbacks),
+            callbacks=(logger, guard, save_on_cadence, stop_if_requested, *callbacks),
             progress=progress,
             description=description or describe(config, task),
         )
@@ -243,6 +280,9 @@ def run_experiment(
     except NumericalFault as err:
         status, error = "numerical_fault", str(err)
         summary = {"steps_run": guard.step, "num_skipped": guard.skipped.tolist()}
+    except Preempted as err:
+        status, error, preempted = "preempted", str(err), err
+        summary = {"steps_run": err.step, "num_skipped": guard.skipped.tolist()}
     finally:
         logger.close()
         checkpointer.close()
@@ -271,4 +311,6 @@ def run_experiment(
     write_json(workdir / "summary.json", summary)
     if status == "numerical_fault":
         raise NumericalFault(error)
+    if preempted is not None:
+        raise preempted
     return summary

@@ -290,3 +290,71 @@ def test_tensorboard_after_a_resume_has_each_step_once(tmp_path):
     events = _event_steps(tmp_path / "tensorboard")
     assert len(events) == len(set(events))
     assert sorted({step for tag, step in events if tag == "eval/loss/seed0"}) == [10, 20, 30, 40]
+
+
+def test_a_second_process_is_refused_and_a_stale_lock_taken_over(tmp_path):
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    config = tiny_config(tmp_path, "run.steps=10", "run.checkpoint_every=10")
+    lock = tmp_path / ".lock"
+    tmp_path.mkdir(exist_ok=True)
+    (tmp_path / "config.json").write_text(json.dumps(config.to_dict()))
+    # Held by a live process (this one): refused, naming it, and nothing trained.
+    lock.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": "now"}))
+    with pytest.raises(WorkdirError, match=rf"is in use by process {os.getpid()} on "):
+        run_experiment(config, progress=False)
+    assert not (tmp_path / "metrics.jsonl").exists()
+    with pytest.raises(WorkdirError, match="is in use by process"):
+        run_experiment(config, progress=False, overwrite=True)  # --overwrite never deletes a live run's files
+    # Held by a process that is gone (kill -9): taken over with a warning; the lock is released at the end.
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    lock.write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname(), "since": "then"}))
+    with pytest.warns(UserWarning, match=f"the process {dead.pid} that held this workdir is gone"):
+        summary = run_experiment(config, progress=False)
+    assert summary["status"] == "completed" and not lock.exists()
+
+
+def test_sigterm_checkpoints_stops_with_status_4_and_the_same_command_resumes_bitwise(tmp_path):
+    # Given `lrd run` in a subprocess, When it gets SIGTERM after its first evaluation, Then it finishes the chunk,
+    # checkpoints, writes summary.json with status "preempted" and exits 4; the same command then completes, with
+    # the parameters of an uninterrupted run, bit for bit.
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    overrides = [o for o in TINY if not o.startswith(("run.steps", "run.eval_every", "run.checkpoint_every"))]
+    overrides += ["run.steps=4000", "run.eval_every=20", "run.checkpoint_every=2000"]
+    argv = [sys.executable, "-m", "lrd.cli", "run", *[f"--{o}" for o in overrides]]
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    process = subprocess.Popen(
+        [*argv, "--workdir", str(tmp_path / "stopped")], env=env, stderr=subprocess.PIPE
+    )
+    metrics = tmp_path / "stopped" / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (metrics.exists() and metrics.read_text().strip()):
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 4, stderr.decode()[-2000:]
+    summary = json.loads((tmp_path / "stopped" / "summary.json").read_text())
+    assert summary["status"] == "preempted" and "SIGTERM" in summary["error"]
+    stopped_at = summary["steps_run"]
+    assert 0 < stopped_at < 4000 and checkpoint_steps(tmp_path / "stopped" / "checkpoints")[-1] == stopped_at
+    assert not (tmp_path / "stopped" / ".lock").exists()
+
+    resumed = subprocess.run([*argv, "--workdir", str(tmp_path / "stopped")], env=env, capture_output=True)
+    assert resumed.returncode == 0, resumed.stderr.decode()[-2000:]
+    whole = subprocess.run([*argv, "--workdir", str(tmp_path / "whole")], env=env, capture_output=True)
+    assert whole.returncode == 0
+    config = apply_overrides(ExperimentConfig(), overrides)
+    chex.assert_trees_all_equal(
+        final_state(tmp_path / "whole", config), final_state(tmp_path / "stopped", config)
+    )
+    resumed_summary = json.loads((tmp_path / "stopped" / "summary.json").read_text())
+    assert resumed_summary["status"] == "completed" and resumed_summary["resumed_from"] == stopped_at
