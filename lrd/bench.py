@@ -42,6 +42,7 @@ from typing import Any
 import jax
 
 from lrd.config import ExperimentConfig
+from lrd.preflight import check_memory
 
 __all__ = [
     "default_config",
@@ -225,7 +226,9 @@ def run_bench(config: ExperimentConfig, *, log=None) -> dict[str, Any]:
         length: config if length is None else config.replace(task={"lag": length}) for length in lengths
     }
     for length, name, options in plan:
-        mixer_config(at_length[length], name, options)
+        each = mixer_config(at_length[length], name, options)
+        task = each.task.build()
+        check_memory(each, task, each.model.build(task))
     rows = []
     peer_ms: dict[Any, float] = {}
     for length, name, options in plan:

@@ -33,6 +33,7 @@ import jax
 from lrd.config import ConfigError, ExperimentConfig
 from lrd.errors import NumericalFault
 from lrd.metrics_log import write_json
+from lrd.preflight import check_memory
 from lrd.runner import prepare_workdir, run_experiment
 from lrd.workdir import WorkdirLock
 
@@ -120,7 +121,10 @@ def lag_search(
     """
     for lag in config.search.sweep:
         try:
-            trial_config(config, lag, Path(config.run.workdir or "."))
+            trial = trial_config(config, lag, Path(config.run.workdir or "."))
+            if lag == max(config.search.sweep):  # the most memory any trial of the sweep needs
+                task = trial.task.build()
+                check_memory(trial, task, trial.model.build(task))
         except ConfigError as err:
             raise ConfigError(f"search.sweep lag {lag}: {err}") from None
     root, _ = prepare_workdir(config, overwrite=overwrite)

@@ -33,6 +33,7 @@ from lrd.checkpoint import Checkpointer
 from lrd.config import ConfigError, ExperimentConfig, config_diff
 from lrd.errors import NumericalFault, Preempted, WorkdirError
 from lrd.metrics_log import MetricsLogger, read_metrics, truncate_metrics, write_json
+from lrd.preflight import check_memory
 from lrd.tasks.base import Task
 from lrd.train import TrainSettings, TrainState, init_states, make_optimizer, train, train_settings
 from lrd.workdir import StopSignals, WorkdirLock, require_unlocked
@@ -64,12 +65,15 @@ class Experiment(NamedTuple):
 
 
 def build_experiment(config: ExperimentConfig) -> Experiment:
-    """Task, model and settings of ``config``; a task with data to load (MNIST) checks it is there first."""
+    """Task, model and settings of ``config``, checked before any compute: a task with data to load (MNIST) checks
+    it is there, and training must fit in the device's memory (:func:`lrd.preflight.check_memory`)."""
     task = config.task.build()
     prepare = getattr(task, "prepare", None)
     if callable(prepare):
         prepare()  # e.g. MNIST: fail now, with instructions, if the data is missing
-    return Experiment(task, config.model.build(task), train_settings(config))
+    model = config.model.build(task)
+    check_memory(config, task, model)
+    return Experiment(task, model, train_settings(config))
 
 
 def describe(config: ExperimentConfig, task: Task) -> str:

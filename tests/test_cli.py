@@ -262,3 +262,120 @@ def test_list_shows_the_options_of_every_mixer(capsys):
         block = blocks[name]
         for option in mixer_defaults(name):
             assert option in block, f"{name}: option {option} not listed"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Bad input, every command: exit 2, one line naming the field, no traceback, the workdir untouched.
+
+BAD_INPUT = [
+    ("train", ["--model", "lstmm"], "model.name='lstmm' is unknown"),
+    ("train", ["--task", "adder"], "task.name='adder' is unknown"),
+    ("train", ["--lag", "-3"], "task.lag must be a positive int"),
+    ("train", ["--lag", "0"], "task.lag must be a positive int"),
+    ("train", ["--steps", "0"], "run.steps must be a positive int"),
+    ("train", ["--batch-size", "0"], "optim.batch_size must be a positive int"),
+    ("train", ["--learning-rate", "inf"], "optim.learning_rate must be a finite number > 0"),
+    ("train", ["--learning-rate", "nan"], "optim.learning_rate must be a finite number > 0"),
+    ("train", ["--learning-rate", "-1"], "optim.learning_rate must be a finite number > 0"),
+    ("train", ["--clip-norm", "0"], "optim.clip_norm must be a finite number > 0"),
+    ("train", ["--hidden-size", "0"], "model.hidden_size must be a positive int"),
+    ("train", ["--hidden-size", "3.5"], "model.hidden_size must be an int"),
+    ("train", ["--hidden-size", "1000000000"], "model.hidden_size=1000000000: training needs at least"),
+    ("train", ["--batch-size", "100000000", "--lag", "1000"], "optim.batch_size=100000000, task.lag=1000"),
+    ("train", ["--num-layers", "0"], "model.num_layers must be a positive int"),
+    ("train", ["--setting", "deep"], "model.setting='deep' is unknown; allowed values: bare, block"),
+    ("train", ["--truncation", "0"], "model.truncation must be a positive int"),
+    ("train", ["--truncation", "500", "--lag", "20"], "model.truncation=500 exceeds the sequence length 20"),
+    ("train", ["--num-seeds", "0"], "run.num_seeds must be a positive int"),
+    ("train", ["--seed", "-1"], "run.seed must be an int >= 0"),
+    ("train", ["--eval-every", "0"], "run.eval_every must be a positive int"),
+    ("train", ["--task-option", "nonsense"], "--task-option must look like KEY=VALUE"),
+    ("train", ["--task-option", "colour=3"], "has no option(s) ['colour']"),
+    ("train", ["--model.norm", "batchnorm"], "model.norm='batchnorm' is unknown"),
+    ("train", ["--model.options.lstm.nonsense", "1"], "model.options.lstm key='nonsense' is unknown"),
+    ("train", ["--optim.name", "sgd"], "optim.name='sgd' is unknown; allowed values: adam, adamw"),
+    ("train", ["--optim.weight_decay", "0.1"], "optim.weight_decay=0.1 needs optim.name='adamw'"),
+    ("train", ["--run.max_skip_fraction", "1.5"], "run.max_skip_fraction must be in (0, 1]"),
+    ("train", ["--run.early_stop", "maybe"], "run.early_stop must be true or false"),
+    ("train", ["--modle.hidden_size", "3"], "must start with a section"),
+    ("train", ["--hidden_size", "4"], "unrecognised argument '--hidden_size'"),
+    ("train", ["--lag", "5", "--task.lag", "6"], "task.lag is given twice"),
+    ("train", ["--model", "attention", "--truncation", "4"], "cannot be applied to mixer 'attention'"),
+    ("train", ["--model", "mlstm", "--truncation", "3"], "only scan_mode 'sequential' honours truncation"),
+    ("train", ["--model", "lru", "--model.options.lru.chunk_size", "8"], "only scan_mode 'chunked' honours"),
+    ("train", ["--model", "attention", "--hidden-size", "6"], "num_heads=4: must divide hidden_size=6"),
+    ("train", ["--model", "lru", "--model.scan_mode", "fast"], "model.scan_mode='fast': unknown value"),
+    ("train", ["--config", "nope"], "config file 'nope' does not exist"),
+    ("train", ["--config", "adding:colour=red"], "config argument 'colour' is unknown"),
+    ("run", [], "run.workdir is required"),
+    ("run", ["--workdir", "{finished}", "--batch-size", "4"], "holds a finished run with a different config"),
+    ("lag-search", ["--search.sweep", "50,20"], "search.sweep must be strictly increasing"),
+    ("lag-search", ["--search.solve_fraction", "0"], "search.solve_fraction must be in (0, 1]"),
+    (
+        "lag-search",
+        ["--truncation", "15", "--search.sweep", "10,20"],
+        "search.sweep lag 10: model.truncation=15",
+    ),
+    ("bench", ["--models", "nosuch"], "bench.models='nosuch' is unknown"),
+    ("bench", ["--seq-len", "0"], "bench.seq_lens entries must be a positive int"),
+    ("bench", ["--out", "table.txt"], "--out must end in .json or .csv"),
+    ("bench", ["--out", "/nonexistent/dir/x.json"], "does not exist"),
+    ("bench", ["--peer", "nope"], "bench.peer='nope' is unknown"),
+    ("bench", ["--repeats", "0"], "bench.repeats must be a positive int"),
+    ("grad-flow", ["--window", "10,5"], "diagnostics.window must have lo < hi"),
+    ("grad-flow", ["--leaves", "layer0_lstm/z"], "diagnostics.leaves ['layer0_lstm/z'] unknown"),
+    ("grad-flow", ["--sweep", "bad"], "--sweep must look like section.field=V1,V2"),
+    ("grad-flow", ["--from-workdir", "/nonexistent/run"], "holds no config.json"),
+    ("grad-flow", ["--from-workdir", "{finished}", "--model", "gru"], "the model section and task.name"),
+]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("finished")
+    argv = [
+        "train",
+        "--lag",
+        "6",
+        "--steps",
+        "4",
+        "--eval-every",
+        "2",
+        "--hidden-size",
+        "4",
+        "--batch-size",
+        "2",
+    ]
+    assert main([*argv, "--workdir", str(workdir)]) == 0
+    return workdir
+
+
+def _tree_hash(directory) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(directory)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def test_the_bad_input_table_is_large():
+    assert len(BAD_INPUT) >= 40
+    assert {command for command, _, _ in BAD_INPUT} == {"train", "run", "lag-search", "bench", "grad-flow"}
+
+
+@pytest.mark.parametrize("command,argv,expected", BAD_INPUT, ids=[" ".join([c, *a]) for c, a, _ in BAD_INPUT])
+def test_bad_input_exits_2_with_one_line_and_touches_nothing(
+    command, argv, expected, finished_run, capsys, tmp_path
+):
+    before = _tree_hash(finished_run)
+    argv = [a.replace("{finished}", str(finished_run)) for a in argv]
+    if command == "lag-search" and "--workdir" not in argv:
+        argv += ["--workdir", str(tmp_path / "search")]
+    assert main([command, *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"lrd {command}: error: ") and "\n" not in err, err
+    assert expected in err
+    assert _tree_hash(finished_run) == before
+    assert not (tmp_path / "search").exists()
