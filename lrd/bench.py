@@ -33,7 +33,6 @@ import csv
 import functools
 import json
 import math
-import platform
 import statistics
 import time
 from collections.abc import Sequence
@@ -42,6 +41,7 @@ from typing import Any
 import jax
 
 from lrd.config import ExperimentConfig
+from lrd.metrics_log import environment
 from lrd.preflight import check_memory
 
 __all__ = [
@@ -163,21 +163,6 @@ def _memory_analysis(compiled) -> int | None:
         return None
     temp = getattr(stats, "temp_size_in_bytes", None)
     return int(temp) if temp is not None else None
-
-
-def environment() -> dict[str, Any]:
-    """Device, platform and library versions, for the table header and the JSON."""
-    import flax
-
-    device = jax.devices()[0]
-    return {
-        "device": f"{device.platform}:{getattr(device, 'device_kind', '?')}",
-        "num_devices": jax.device_count(),
-        "jax": jax.__version__,
-        "flax": flax.__version__,
-        "python": platform.python_version(),
-        "machine": platform.machine(),
-    }
 
 
 def bench_settings(config: ExperimentConfig) -> dict[str, Any]:

@@ -26,7 +26,8 @@ import dataclasses
 import json
 import os
 import sys
-from collections.abc import Callable, Sequence
+import textwrap
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -143,13 +144,47 @@ BENCH_SHORTHANDS: tuple[Shorthand, ...] = (
 # Building the config.
 
 
-def _add_config_args(parser: argparse.ArgumentParser, shorthands: Sequence[Shorthand]) -> None:
+def _lookup(config: ExperimentConfig, key: str) -> Any:
+    section, _, field = key.partition(".")
+    return getattr(getattr(config, section), field)
+
+
+def fields_help(base: ExperimentConfig) -> str:
+    """Every field of every section with its value in ``base``: the epilog of a command's ``--help``."""
+    lines = ["every field can be set with --section.field VALUE; defaults of the base config:"]
+    for name in SECTIONS:
+        section = getattr(base, name)
+        values = " ".join(f"{f.name}={_plain(getattr(section, f.name))}" for f in dataclasses.fields(section))
+        lines.append(
+            textwrap.fill(values, width=100, initial_indent=f"  {name + ':':<13}", subsequent_indent=" " * 15)
+        )
+    lines.append(
+        "  per-mixer options: --model.options.MIXER.OPTION VALUE (lrd list shows each mixer's options)"
+    )
+    lines.append("  task options: --task.options.KEY VALUE (or --task-option KEY=VALUE)")
+    return "\n".join(lines)
+
+
+def _plain(value: Any) -> str:
+    if isinstance(value, tuple):
+        return ",".join(str(v) for v in value) or "(none)"
+    if isinstance(value, Mapping):
+        return json.dumps(dict(value)) if value else "{}"
+    return str(value)
+
+
+def _add_config_args(
+    parser: argparse.ArgumentParser,
+    shorthands: Sequence[Shorthand],
+    base: Callable[[], ExperimentConfig] = ExperimentConfig,
+) -> None:
     parser.add_argument(
         "--config",
         default=None,
         metavar="FILE[:ARG]",
         help="config file (defining get_config(arg)) or preset name of experiments/configs, e.g. adding:model=gru",
     )
+    defaults = base()
     group = parser.add_argument_group(
         "shorthands", "each flag is one dotted override: --section.field VALUE works for every field"
     )
@@ -158,6 +193,8 @@ def _add_config_args(parser: argparse.ArgumentParser, shorthands: Sequence[Short
         if shorthand.entries:
             help_text = f"= --{shorthand.key}.KEY VALUE"
         help_text += f": {shorthand.help}" if shorthand.help else ""
+        if shorthand.constant is None and not shorthand.entries:
+            help_text += f" (default: {_plain(_lookup(defaults, shorthand.key))})"
         if shorthand.constant is not None:
             group.add_argument(shorthand.flag, dest=shorthand.dest, action="store_true", help=help_text)
         elif shorthand.entries:
@@ -173,6 +210,8 @@ def _add_config_args(parser: argparse.ArgumentParser, shorthands: Sequence[Short
             group.add_argument(
                 shorthand.flag, dest=shorthand.dest, default=None, metavar="VALUE", help=help_text
             )
+    parser.epilog = fields_help(defaults)
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.set_defaults(accepts_overrides=True, shorthands=tuple(shorthands))
 
 
@@ -276,7 +315,9 @@ def cmd_lag_search(args: argparse.Namespace, extra: Sequence[str]) -> int:
 
 
 def _configure_bench(parser: argparse.ArgumentParser) -> None:
-    _add_config_args(parser, BENCH_SHORTHANDS)
+    from lrd.bench import default_config
+
+    _add_config_args(parser, BENCH_SHORTHANDS, base=default_config)
     parser.add_argument("--out", default=None, help="write the rows to this .json or .csv file")
 
 
@@ -550,11 +591,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lrd",
         description="long-range dependency learning experiments",
-        epilog=f"config sections for --section.field overrides: {', '.join(SECTIONS)}",
+        epilog=f"config sections for --section.field overrides: {', '.join(SECTIONS)}; "
+        "lrd COMMAND --help lists every field",
     )
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (configure, run) in COMMANDS.items():
-        sub_parser = sub.add_parser(name, help=(run.__doc__ or "").strip().splitlines()[0])
+        summary = (run.__doc__ or "").strip().splitlines()[0].replace("`", "")
+        sub_parser = sub.add_parser(name, help=summary, description=summary)
         configure(sub_parser)
         sub_parser.set_defaults(run=run)
     return parser

@@ -385,8 +385,7 @@ def run_grad_flow(config: Any, *, from_workdir: str | Path | None = None) -> dic
     """:func:`grad_flow` of ``config``'s model on its task: at initialisation (``run.num_seeds`` seeds from
     ``run.seed``), or with the newest checkpoint of the run in ``from_workdir``. One batch of ``optim.batch_size``
     held-out sequences. Returns the result with the model, task, lag, source and config added."""
-    import flax
-
+    from lrd.metrics_log import environment
     from lrd.runner import build_experiment
     from lrd.train import held_out_batch, init_states, make_optimizer
 
@@ -411,7 +410,6 @@ def run_grad_flow(config: Any, *, from_workdir: str | Path | None = None) -> dic
         stacked=True,
         key=jax.random.PRNGKey(config.run.seed),
     )
-    device = jax.devices()[0]
     return {
         "model": config.model.name,
         "task": config.task.name,
@@ -419,8 +417,8 @@ def run_grad_flow(config: Any, *, from_workdir: str | Path | None = None) -> dic
         "setting": config.model.setting,
         "source": source,
         **result,
-        "device": f"{device.platform}:{getattr(device, 'device_kind', '?')}",
-        "versions": {"jax": jax.__version__, "flax": flax.__version__},
+        "device": environment()["device"],
+        "environment": environment(),
         "config": config.to_dict(),
     }
 

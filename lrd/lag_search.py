@@ -32,7 +32,7 @@ import jax
 
 from lrd.config import ConfigError, ExperimentConfig
 from lrd.errors import NumericalFault
-from lrd.metrics_log import write_json
+from lrd.metrics_log import environment, write_json
 from lrd.preflight import check_memory
 from lrd.runner import prepare_workdir, run_experiment
 from lrd.workdir import WorkdirLock
@@ -107,6 +107,7 @@ def _result(
         "trials": sorted(trials, key=lambda t: t["lag"]),
         "order": [t["lag"] for t in trials],
         "device": jax.devices()[0].device_kind,
+        "environment": environment(),
         "wall_time_s": time.perf_counter() - started,
         "config": config.to_dict(),
     }

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["MetricsLogger", "read_metrics", "truncate_metrics", "write_json"]
+__all__ = ["MetricsLogger", "read_metrics", "truncate_metrics", "write_json", "environment"]
 
 
 def _clean(value: Any) -> Any:
@@ -29,6 +29,28 @@ def _clean(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
     return value
+
+
+def environment() -> dict[str, Any]:
+    """Where a result was made: device, number of devices, library versions, Python, machine."""
+    import platform
+    from importlib.metadata import version
+
+    import flax
+    import jax
+    import optax
+
+    device = jax.devices()[0]
+    return {
+        "device": f"{device.platform}:{getattr(device, 'device_kind', '?')}",
+        "num_devices": jax.device_count(),
+        "jax": jax.__version__,
+        "jaxlib": version("jaxlib"),
+        "flax": flax.__version__,
+        "optax": optax.__version__,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+    }
 
 
 def write_json(path: str | Path, data: Any) -> None:

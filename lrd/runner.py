@@ -32,7 +32,7 @@ import numpy as np
 from lrd.checkpoint import Checkpointer
 from lrd.config import ConfigError, ExperimentConfig, config_diff
 from lrd.errors import NumericalFault, Preempted, WorkdirError
-from lrd.metrics_log import MetricsLogger, read_metrics, truncate_metrics, write_json
+from lrd.metrics_log import MetricsLogger, environment, read_metrics, truncate_metrics, write_json
 from lrd.preflight import check_memory
 from lrd.tasks.base import Task
 from lrd.train import TrainSettings, TrainState, init_states, make_optimizer, train, train_settings
@@ -310,6 +310,7 @@ def _train_in_workdir(
         resumed_from=resumed_from,
         wall_time_s=time.perf_counter() - t0,
         device=jax.devices()[0].device_kind,
+        environment=environment(),
         workdir=str(workdir),
     )
     write_json(workdir / "summary.json", summary)
