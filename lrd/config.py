@@ -300,7 +300,9 @@ class RunConfig:
     means: once, at the end). A checkpoint is written after the first evaluation at or past every multiple of
     ``checkpoint_every`` (with ``eval_every`` dividing it, exactly at those multiples), and after the last step.
     A run stops with a numerical-fault error when, in one evaluation interval, some seed had more than
-    ``max_skip_fraction`` of its steps skipped for a non-finite loss or gradient."""
+    ``max_skip_fraction`` of its steps skipped for a non-finite loss or gradient. If no evaluation completes for
+    ``watchdog_s`` seconds (0: never), every thread's stack is dumped to ``workdir/stacks.txt`` (the run goes on),
+    so that a hang leaves evidence."""
 
     workdir: str | None = None
     steps: int = 2000
@@ -313,6 +315,7 @@ class RunConfig:
     early_stop: bool = True
     max_skip_fraction: float = 0.5
     tensorboard: bool = True
+    watchdog_s: float = 1800.0
 
     def __post_init__(self) -> None:
         if self.workdir is not None and (not isinstance(self.workdir, str) or not self.workdir):
@@ -329,6 +332,10 @@ class RunConfig:
         _non_negative_int("run.seed", self.seed)
         _bool("run.early_stop", self.early_stop)
         _bool("run.tensorboard", self.tensorboard)
+        if isinstance(self.watchdog_s, bool) or not isinstance(self.watchdog_s, int | float):
+            raise ConfigError(f"run.watchdog_s must be a number of seconds >= 0, got {self.watchdog_s!r}")
+        if not (math.isfinite(self.watchdog_s) and self.watchdog_s >= 0):
+            raise ConfigError(f"run.watchdog_s must be a number of seconds >= 0, got {self.watchdog_s!r}")
         _fraction("run.max_skip_fraction", self.max_skip_fraction)
 
 

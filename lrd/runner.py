@@ -9,6 +9,7 @@
     summary.json      status (completed | numerical_fault | preempted), per-seed solved / steps_to_solve / final
                       held-out metrics, device, wall time
     .lock             while a process trains in it: its pid and host (a second process is refused)
+    stacks.txt        only if no evaluation completed for run.watchdog_s: every thread's stack (a hang's evidence)
 
 A run killed at any point and restarted with the same command resumes from its newest readable checkpoint; the
 data stream of every step is a pure function of ``(seed key, step)``, so it finishes with the same parameters and
@@ -36,7 +37,7 @@ from lrd.metrics_log import MetricsLogger, environment, read_metrics, truncate_m
 from lrd.preflight import check_memory
 from lrd.tasks.base import Task
 from lrd.train import TrainSettings, TrainState, init_states, make_optimizer, train, train_settings
-from lrd.workdir import StopSignals, WorkdirLock, require_unlocked
+from lrd.workdir import StopSignals, Watchdog, WorkdirLock, require_unlocked
 
 __all__ = [
     "NumericalFault",
@@ -209,7 +210,7 @@ def run_experiment(
     workdir, previous = prepare_workdir(config, overwrite=overwrite)
     if previous is not None and previous.get("status") == "completed":
         return previous
-    with WorkdirLock(workdir), StopSignals() as stop:
+    with WorkdirLock(workdir), StopSignals() as stop, Watchdog(workdir, config.run.watchdog_s) as watchdog:
         return _train_in_workdir(
             config,
             workdir,
@@ -217,7 +218,7 @@ def run_experiment(
             model,
             settings,
             stop,
-            callbacks,
+            (watchdog.progress, *callbacks),
             progress=progress,
             description=description,
         )

@@ -3,6 +3,9 @@
 * :class:`WorkdirLock`: ``workdir/.lock`` holds the owner's pid, host and start time. A second process gets a
   :class:`lrd.errors.WorkdirError` naming the owner; a lock whose process is gone (same host, pid not alive: a
   ``kill -9``) is stale and taken over with a warning.
+* :class:`Watchdog`: if the run makes no progress for ``seconds``, every thread's Python stack is dumped to
+  ``workdir/stacks.txt`` (:mod:`faulthandler`, which works while the main thread is stuck inside native code); the
+  run is not stopped. A file left empty is removed at the end.
 * :class:`StopSignals`: while active, SIGTERM (a cluster pre-emption) and SIGINT (Ctrl-C) only *request* a stop;
   the training loop checks :attr:`StopSignals.requested` after each evaluation chunk, checkpoints and stops. A second
   signal of the same kind stops at once, as before.
@@ -10,6 +13,7 @@
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import os
 import signal
@@ -22,9 +26,10 @@ from typing import Any
 
 from lrd.errors import WorkdirError
 
-__all__ = ["WorkdirLock", "StopSignals", "LOCK_NAME", "require_unlocked"]
+__all__ = ["WorkdirLock", "StopSignals", "Watchdog", "LOCK_NAME", "STACKS_NAME", "require_unlocked"]
 
 LOCK_NAME = ".lock"
+STACKS_NAME = "stacks.txt"
 
 
 def _alive(pid: int) -> bool:
@@ -126,3 +131,33 @@ class StopSignals:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
         self._previous.clear()
+
+
+class Watchdog:
+    """``with Watchdog(workdir, seconds) as dog: ... dog.progress() ...`` (see module docstring; 0 seconds: off)."""
+
+    def __init__(self, workdir: str | Path, seconds: float):
+        self.path = Path(workdir) / STACKS_NAME
+        self.seconds = seconds
+        self._file = None
+
+    def progress(self, *_: Any) -> None:
+        """Restart the countdown (usable as a training callback)."""
+        if self._file is not None:
+            faulthandler.cancel_dump_traceback_later()
+            faulthandler.dump_traceback_later(self.seconds, repeat=True, file=self._file)
+
+    def __enter__(self) -> Watchdog:
+        if self.seconds > 0:
+            self._file = self.path.open("a")
+            self.progress()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._file is None:
+            return
+        faulthandler.cancel_dump_traceback_later()
+        self._file.close()
+        self._file = None
+        if self.path.exists() and self.path.stat().st_size == 0:
+            self.path.unlink()

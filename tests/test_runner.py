@@ -358,3 +358,20 @@ def test_sigterm_checkpoints_stops_with_status_4_and_the_same_command_resumes_bi
     )
     resumed_summary = json.loads((tmp_path / "stopped" / "summary.json").read_text())
     assert resumed_summary["status"] == "completed" and resumed_summary["resumed_from"] == stopped_at
+
+
+def test_the_watchdog_dumps_every_thread_stack_when_a_run_makes_no_progress(tmp_path):
+    # Given a watchdog of 0.3 s and an evaluation callback that stalls for 1.5 s, Then stacks.txt holds the stall's
+    # Python stack (the run still completes); a run without stalls leaves no stacks.txt.
+    import time
+
+    def stall(state, record):
+        if record["step"] == 20:
+            time.sleep(1.5)
+
+    stalled = tiny_config(tmp_path / "stalled", "run.watchdog_s=0.3")
+    assert run_experiment(stalled, progress=False, callbacks=(stall,))["status"] == "completed"
+    stacks = (tmp_path / "stalled" / "stacks.txt").read_text()
+    assert "stall" in stacks and "Thread" in stacks
+    run_experiment(tiny_config(tmp_path / "calm", "run.watchdog_s=60"), progress=False)
+    assert not (tmp_path / "calm" / "stacks.txt").exists()
