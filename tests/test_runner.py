@@ -375,3 +375,27 @@ def test_the_watchdog_dumps_every_thread_stack_when_a_run_makes_no_progress(tmp_
     assert "stall" in stacks and "Thread" in stacks
     run_experiment(tiny_config(tmp_path / "calm", "run.watchdog_s=60"), progress=False)
     assert not (tmp_path / "calm" / "stacks.txt").exists()
+
+
+def test_an_unwritable_workdir_is_a_one_line_error_and_a_finished_run_in_one_is_read_back(
+    tmp_path, monkeypatch
+):
+    # Permissions do not bind root (CI runs as root), so "unwritable" is simulated at os.access, which the runner
+    # asks before writing anything.
+    import os
+
+    finished = tmp_path / "finished"
+    config = tiny_config(finished, "run.steps=10", "run.checkpoint_every=10")
+    summary = run_experiment(config, progress=False)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(
+        os,
+        "access",
+        lambda path, mode: False if str(path) in (str(finished), str(empty)) else real_access(path, mode),
+    )
+    assert run_experiment(config, progress=False) == summary  # read back, nothing written
+    with pytest.raises(WorkdirError, match=r"run.workdir='.*empty' is not writable"):
+        run_experiment(tiny_config(empty), progress=False)
+    assert list(empty.iterdir()) == []
