@@ -237,8 +237,27 @@ def _train_in_workdir(
     description: str,
 ) -> dict[str, Any]:
     """The body of :func:`run_experiment` once the workdir is prepared and locked."""
+    with Checkpointer(workdir / "checkpoints", keep=config.run.keep_checkpoints) as checkpointer:
+        return _train_with(
+            config, workdir, task, model, settings, stop, callbacks, checkpointer, progress, description
+        )
+
+
+def _train_with(
+    config: ExperimentConfig,
+    workdir: Path,
+    task: Task,
+    model: nn.Module,
+    settings: TrainSettings,
+    stop: StopSignals,
+    callbacks: Sequence[Callable[[TrainState, dict[str, Any]], None]],
+    checkpointer: Checkpointer,
+    progress: bool,
+    description: str,
+) -> dict[str, Any]:
+    """Restore or initialise, train with the callbacks, write the summary (the checkpointer is closed by the
+    caller whatever happens)."""
     optimizer = make_optimizer(settings.learning_rate, settings.clip_norm, settings.weight_decay)
-    checkpointer = Checkpointer(workdir / "checkpoints", keep=config.run.keep_checkpoints)
     like = jax.eval_shape(lambda: init_states(model, task, optimizer, settings.seed, settings.num_seeds))
     restored = checkpointer.restore_latest(like)
     if restored is None:
@@ -290,7 +309,6 @@ def _train_in_workdir(
         summary = {"steps_run": err.step, "num_skipped": guard.skipped.tolist()}
     finally:
         logger.close()
-        checkpointer.close()
 
     records = read_metrics(workdir / "metrics.jsonl")
     last = [r for r in records if r["step"] == max((r["step"] for r in records), default=-1)]
