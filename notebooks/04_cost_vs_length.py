@@ -71,6 +71,9 @@ for i, m in enumerate(mixers):
         t, [max(table[m, x]["temp_mib"] or 0, 1e-3) for x in lengths], "o-", color=f"C{i % 10}", label=m
     )
 ax_time.set(xscale="log", yscale="log", xlabel="T", ylabel="fwd+bwd time (ms)", title="time")
+for ax in (ax_time, ax_mem):
+    ax.set_xticks(lengths, [str(t) for t in lengths])
+    ax.minorticks_off()
 ax_mem.set(xscale="log", yscale="log", xlabel="T", ylabel="compiler temp memory (MiB)", title="memory")
 ax_mem.legend(fontsize=7)
 fig.tight_layout()
@@ -92,3 +95,27 @@ for m in mixers:
     )
     time = np.log(last["fwd_bwd_ms"] / first["fwd_bwd_ms"]) / span
     print(f"{m:<17} memory ~ T^{memory:.2f}, time ~ T^{time:.2f}, {last['while_loops']} sequential loop(s)")
+
+# %% [markdown]
+# ## What the committed results show (2-core CPU, jax 0.10.2, d_model 64, batch 16, T = 128 / 512 / 2048)
+#
+# | mixer | temp MiB | fwd+bwd ms | sequential loops |
+# | --- | --- | --- | --- |
+# | LSTM | 12.5 / 50 / 200 | 11 / 37 / 157 | 2 |
+# | GRU | 9.5 / 38 / 152 | 6 / 29 / 117 | 2 |
+# | minGRU | 7.3 / 30 / 120 | 3 / 11 / 56 | 0 |
+# | LRU | 13.6 / 54 / 216 | 12 / 47 / 207 | 0 |
+# | S4D | 369 / 1474 / 5896 | 173 / 719 / 3718 | 0 |
+# | selective SSM (Mamba block) | 263 / 1050 / 4199 | 126 / 528 / 2740 | 0 |
+# | softmax attention | 18 / 264 / 4129 | 12 / 200 / 5994 | 0 |
+# | linear attention | 10.5 / 42 / 167 | 6 / 35 / 161 | 2 |
+# | mLSTM (chunkwise) | 14 / 57 / 228 | 7 / 40 / 186 | 2 |
+#
+# * **Attention's quadratic memory is measured, not assumed**: its temporary memory grows as `T^1.96` (x16 per x4
+#   in `T`), from 18 MiB to 4.1 GiB, and its time as `T^2.2`; every recurrent or scan form grows as `T^1.0`.
+# * The parallel scans run with no sequential loop (0 `while` loops against 2 for the LSTM: the forward scan and
+#   its backward), and minGRU's is the cheapest layer here. **But parallel depth buys no speed on this 2-core CPU**:
+#   the LRU takes as long as the LSTM, and lrd's S4D and selective SSM are 16 to 24 times slower than the LSTM with
+#   20 to 30 times its memory (they materialise the `[T, B, H, N]` state; issue 11 is about exactly this).
+# * The times are one mixer after another on a shared machine (read them as orders of magnitude); the memory and
+#   loop counts are compiler numbers.

@@ -85,7 +85,6 @@ for i, name in enumerate(order):
     ax.annotate(f" {lo} (fails at {hi})", (max(lo, hi or 0), i), va="center", fontsize=8)
 ax.set_yticks(range(len(order)), [f"{searches[n]['model']} ({n})" for n in order], fontsize=8)
 ax.set(
-    xscale="symlog",
     xlabel="max learnable lag (steps)",
     title="adding (Arjovsky), same protocol for every model",
 )
@@ -104,3 +103,18 @@ if "rnn" in by_model and by_model["rnn"]:
                 f"{model}: max learnable lag {lag}, {lag / by_model['rnn']:.1f}x the tanh RNN's {by_model['rnn']}."
             )
 print("Two seeds per lag make every boundary coarse: near it one seed solves and the other does not.")
+
+# %% [markdown]
+# ## What the committed results show (2-core CPU, jax 0.10.2)
+#
+# | model | max learnable lag | fails at | search wall time |
+# | --- | --- | --- | --- |
+# | tanh RNN | 40 | 45 | 87 s |
+# | LSTM | 168 | 183 | 9.5 min |
+# | GRU | 771 | 841 | 24 min |
+#
+# * The gated cells learn far longer lags than the tanh RNN, as the story says: 4.2x for the LSTM, 19x for the GRU.
+# * **The GRU, not the LSTM, holds the record here**, by 4.6x: under this budget (1500 steps, Adam 1e-3, hidden 64,
+#   2 seeds) the GRU solves lag 200 in 800-1200 steps and lag 771 in 1500 (one seed), where the LSTM already fails
+#   at 183. This is a statement about this protocol; more steps, other learning rates or forget-gate biases may
+#   move either number (notebook 02: the LSTM's carousel is only half open at its default forget bias 1).
