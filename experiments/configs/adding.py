@@ -20,8 +20,10 @@ Runtime and Expected result on a 2-core CPU (GPU: not measured yet), per model:
   9.5 minutes, shared with other jobs. Measured (experiments/results/lag_search_adding_lstm_cpu2.json): both
   seeds solve lags 10 to 100 (at 200, 300, 1000 and about 1250 steps); one of two seeds solves 141 and 168;
   neither solves 183 or 200 in 1500 steps. Maximum learnable lag 168, against 40 for the tanh RNN.
-* ``gru``: `lrd run` at lag 100 takes a few minutes. Not measured with this preset yet; gated like the LSTM, the
-  GRU is expected to solve lag 100.
+* ``gru``: `lrd run` at lag 100 takes under a minute (both seeds solve it, at steps 500 and 700); the lag search
+  took 24 minutes (shared with other jobs). Measured (experiments/results/lag_search_adding_gru_cpu2.json): both
+  seeds solve lags 10 to 200; one of two seeds solves 500, 707 and 771; neither solves 841 or 1000. Maximum
+  learnable lag 771, 4.6x the LSTM's.
 * any other mixer: not measured with this preset yet.
 """
 
