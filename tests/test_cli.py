@@ -308,6 +308,13 @@ BAD_INPUT = [
     ("train", ["--config", "nope"], "config file 'nope' does not exist"),
     ("train", ["--config", "adding:colour=red"], "config argument 'colour' is unknown"),
     ("run", [], "run.workdir is required"),
+    (
+        "run",
+        ["--workdir", "{finished}", "--hidden-size", "1000000000"],
+        "model.hidden_size=1000000000: training",
+    ),
+    ("bench", ["--models", "lstm", "--d-model", "1000000000"], "model.hidden_size=1000000000: training"),
+    ("grad-flow", ["--hidden-size", "1000000000"], "model.hidden_size=1000000000: training"),
     ("run", ["--workdir", "{finished}", "--batch-size", "4"], "holds a finished run with a different config"),
     ("lag-search", ["--search.sweep", "50,20"], "search.sweep must be strictly increasing"),
     ("lag-search", ["--search.solve_fraction", "0"], "search.solve_fraction must be in (0, 1]"),
@@ -379,3 +386,21 @@ def test_bad_input_exits_2_with_one_line_and_touches_nothing(
     assert expected in err
     assert _tree_hash(finished_run) == before
     assert not (tmp_path / "search").exists()
+
+
+@pytest.mark.parametrize("command", ["train", "run", "lag-search", "bench", "grad-flow"])
+def test_help_lists_every_field_with_its_default_in_plain_text(command, capsys):
+    with pytest.raises(SystemExit) as info:
+        main([command, "--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert "every field can be set with --section.field VALUE" in out
+    for fragment in ("hidden_size=", "learning_rate=", "checkpoint_every=", "sweep=", "jacobian_samples="):
+        assert fragment in out, fragment
+    assert "(default: " in out and "``" not in out
+
+
+def test_top_level_help_is_plain_text(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "`" not in capsys.readouterr().out
