@@ -169,7 +169,17 @@ def _combine(left: tuple[jax.Array, jax.Array], right: tuple[jax.Array, jax.Arra
     return a_r * a_l, a_r * b_l + b_r
 
 
-def _sequential(a: jax.Array, b: jax.Array, h0: jax.Array, unroll: int) -> jax.Array:
+def _sequential(a: jax.Array, b: jax.Array, h0: jax.Array, unroll: int, constant_a: bool) -> jax.Array:
+    """``lax.scan``; a time-invariant ``a`` is closed over, never broadcast to ``[time, ...]``."""
+    if constant_a:
+
+        def body_constant(h, b_t):
+            h = a * h + b_t
+            return h, h
+
+        _, hs = jax.lax.scan(body_constant, h0, b, unroll=unroll)
+        return hs
+
     def body(h, ab):
         a_t, b_t = ab
         h = a_t * h + b_t
@@ -179,14 +189,15 @@ def _sequential(a: jax.Array, b: jax.Array, h0: jax.Array, unroll: int) -> jax.A
     return hs
 
 
-def _associative(a: jax.Array, b: jax.Array, h0: jax.Array) -> jax.Array:
-    # Fold h0 into the first input: h_1 = a_1 h0 + b_1.
-    b = b.at[0].add(a[0] * h0)
+def _associative(a: jax.Array, b: jax.Array, h0: jax.Array | None) -> jax.Array:
+    """``lax.associative_scan``; ``a`` may keep size-1 axes where ``b`` has batch axes (the combine broadcasts)."""
+    if h0 is not None:  # fold h0 into the first input: h_1 = a_1 h0 + b_1 (a copy of b, only when needed)
+        b = b.at[0].add(a[0] * h0)
     _, hs = jax.lax.associative_scan(_combine, (a, b), axis=0)
     return hs
 
 
-def _chunked(a: jax.Array, b: jax.Array, h0: jax.Array, chunk_size: int) -> jax.Array:
+def _chunked(a: jax.Array, b: jax.Array, h0: jax.Array | None, chunk_size: int) -> jax.Array:
     num_steps = a.shape[0]
     num_chunks = -(-num_steps // chunk_size)
     pad = num_chunks * chunk_size - num_steps
@@ -206,7 +217,8 @@ def _chunked(a: jax.Array, b: jax.Array, h0: jax.Array, chunk_size: int) -> jax.
         h_next = a_last * h + b_last
         return h_next, h
 
-    _, h_starts = jax.lax.scan(carry_across, h0, (a_cum[:, -1], b_cum[:, -1]))
+    start = jnp.zeros(b.shape[1:], b.dtype) if h0 is None else h0
+    _, h_starts = jax.lax.scan(carry_across, start, (a_cum[:, -1], b_cum[:, -1]))
     hs = a_cum * h_starts[:, None] + b_cum
     hs = hs.reshape((num_chunks * chunk_size,) + hs.shape[2:])
     return hs[:num_steps]
@@ -251,46 +263,61 @@ def linear_scan(
     a, b = jnp.asarray(a), jnp.asarray(b)
     dtype = jnp.result_type(a, b)
     shape = jnp.broadcast_shapes(a.shape, b.shape)
-    a = jnp.broadcast_to(a, shape).astype(dtype)
-    b = jnp.broadcast_to(b, shape).astype(dtype)
-    if h0 is None:
-        h0 = jnp.zeros(shape[1:], dtype)
+    num_steps = shape[0]
+    if b.shape != shape or b.dtype != dtype:
+        b = jnp.broadcast_to(b, shape).astype(dtype)
+    # A time-invariant a (no time axis of its own: [..., N] against b's [T, ..., N]) is never broadcast to
+    # [T, B, ...]: the sequential scan closes over it, the parallel ones see it as [T, 1, ..., N].
+    constant_a = a.ndim < len(shape) or a.shape[0] == 1 and num_steps > 1
+    a = a.astype(dtype) if a.dtype != dtype else a
+    if constant_a and scan_mode is ScanMode.SEQUENTIAL:
+        a = jnp.reshape(a, (1,) * (len(shape) - a.ndim) + a.shape)[0]  # rank of one step
     else:
+        a = jnp.reshape(a, (1,) * (len(shape) - a.ndim) + a.shape)
+        a = jnp.broadcast_to(a, (num_steps,) + a.shape[1:])  # time axis only, size-1 axes kept
+    if h0 is not None:
         h0 = jnp.broadcast_to(jnp.asarray(h0), shape[1:]).astype(dtype)
     if scan_mode is ScanMode.CHUNKED and (not isinstance(chunk_size, int) or chunk_size < 1):
         raise ValueError(f"linear_scan: chunk_size must be an int >= 1, got {chunk_size!r}")
     if truncation is not None and (not isinstance(truncation, int) or truncation < 1):
         raise ValueError(f"linear_scan: truncation must be a positive int or None, got {truncation!r}")
+    sequential_constant = constant_a and scan_mode is ScanMode.SEQUENTIAL
 
-    def run(a: jax.Array, b: jax.Array, h0: jax.Array) -> jax.Array:
+    def run(a: jax.Array, b: jax.Array, h0: jax.Array | None) -> jax.Array:
         if scan_mode is ScanMode.SEQUENTIAL:
-            return _sequential(a, b, h0, unroll)
+            start = jnp.zeros(b.shape[1:], b.dtype) if h0 is None else h0
+            return _sequential(a, b, start, unroll, sequential_constant)
         if scan_mode is ScanMode.ASSOCIATIVE:
             return _associative(a, b, h0)
-        return _chunked(a, b, h0, min(chunk_size, a.shape[0]))
+        return _chunked(a, b, h0, min(chunk_size, b.shape[0]))
 
-    num_steps = shape[0]
     if truncation is None or truncation >= num_steps:
         return run(a, b, h0)
-    return _truncated(run, a, b, h0, truncation)
+    return _truncated(run, a, b, h0, truncation, sequential_constant)
 
 
-def _truncated(run: Callable, a: jax.Array, b: jax.Array, h0: jax.Array, k: int) -> jax.Array:
+def _truncated(
+    run: Callable, a: jax.Array, b: jax.Array, h0: jax.Array | None, k: int, constant_a: bool
+) -> jax.Array:
     """``run`` over consecutive chunks of ``k`` steps, the state entering each chunk through ``stop_gradient``."""
-    num_steps = a.shape[0]
+    num_steps = b.shape[0]
     num_chunks, remainder = divmod(num_steps, k)
     full = num_chunks * k
 
+    def part(x: jax.Array, start: int, stop: int) -> jax.Array:
+        return x if constant_a else x[start:stop]
+
     def chunk_body(h, ab):
-        hs = run(ab[0], ab[1], jax.lax.stop_gradient(h))
+        a_chunk, b_chunk = ab
+        hs = run(a if constant_a else a_chunk, b_chunk, jax.lax.stop_gradient(h))
         return hs[-1], hs
 
     split = (num_chunks, k)
-    h_last, hs = jax.lax.scan(
-        chunk_body, h0, (a[:full].reshape(split + a.shape[1:]), b[:full].reshape(split + b.shape[1:]))
-    )
+    a_chunks = None if constant_a else a[:full].reshape(split + a.shape[1:])
+    start = jnp.zeros(b.shape[1:], b.dtype) if h0 is None else h0
+    h_last, hs = jax.lax.scan(chunk_body, start, (a_chunks, b[:full].reshape(split + b.shape[1:])))
     hs = hs.reshape((full,) + hs.shape[2:])
     if remainder:
-        rest = run(a[full:], b[full:], jax.lax.stop_gradient(h_last))
+        rest = run(part(a, full, num_steps), b[full:], jax.lax.stop_gradient(h_last))
         hs = jnp.concatenate([hs, rest], axis=0)
     return hs
