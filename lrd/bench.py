@@ -112,10 +112,14 @@ def bench_mixer(config: ExperimentConfig, name: str, options: dict[str, Any]) ->
 
     config = mixer_config(config, name, options)
     task = config.task.build()
+    resolved = config.model.resolved_scan_modes()[name]
+    label = _variant_label(options)
+    if label == "default" and resolved is not None:
+        label = f"auto={resolved}"
     row: dict[str, Any] = {
         "mixer": name,
         "family": get_mixer(name).family,
-        "variant": _variant_label(options),
+        "variant": label,
         "seq_len": task.seq_len,
     }
     model = config.model.build(task)

@@ -511,7 +511,7 @@ def _format_value(value: Any) -> str:
 def mixer_option_lines(name: str) -> list[str]:
     """``lrd list``'s description of the options of mixer ``name``: scan modes, then every option's default."""
     from lrd.cells.base import scan_modes
-    from lrd.registry import get_mixer, mixer_defaults
+    from lrd.registry import build_mixer, get_mixer, mixer_defaults
 
     cls = get_mixer(name).cls
     defaults = mixer_defaults(name)
@@ -519,7 +519,11 @@ def mixer_option_lines(name: str) -> list[str]:
     modes = scan_modes(cls)
     if modes:
         default = defaults["scan_mode"]
-        lines.append("scan_mode: " + " | ".join(f"{m}{' (default)' if m == default else ''}" for m in modes))
+        choices = [f"{m}{' (default)' if m == default else ''}" for m in modes]
+        if default == "auto":
+            here = build_mixer(name, 8).effective_scan_mode()
+            choices.insert(0, f"auto (default; {here} on this backend)")
+        lines.append("scan_mode: " + " | ".join(choices))
     only = dict(getattr(cls, "OPTION_SCAN_MODES", {}))
     options = []
     for option, value in defaults.items():

@@ -216,6 +216,15 @@ class ModelConfig:
             resolved_all[mixer] = resolved
         return resolved_all
 
+    def resolved_scan_modes(self) -> dict[str, str | None]:
+        """``{mixer: the scan mode it runs}`` on this backend (``"auto"`` resolved; ``None`` for one algorithm)."""
+        from lrd.registry import build_mixer
+
+        return {
+            mixer: build_mixer(mixer, self.hidden_size, **options).effective_scan_mode()
+            for mixer, options in self.mixer_options().items()
+        }
+
     def build(self, task: Any):
         """The :class:`lrd.models.SequenceModel` for ``task``."""
         from lrd.models import SequenceModel

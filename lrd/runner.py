@@ -330,6 +330,7 @@ def _train_with(
         wall_time_s=time.perf_counter() - t0,
         device=jax.devices()[0].device_kind,
         environment=environment(),
+        scan_modes=config.model.resolved_scan_modes(),
         workdir=str(workdir),
     )
     write_json(workdir / "summary.json", summary)

@@ -31,7 +31,7 @@ import jax.numpy as jnp
 
 PyTree = Any
 
-__all__ = ["ScanMode", "bptt_scan", "linear_scan", "SCAN_MODES"]
+__all__ = ["ScanMode", "bptt_scan", "linear_scan", "powers", "SCAN_MODES", "TIME_INVARIANT_SCAN_MODES"]
 
 
 class ScanMode(enum.StrEnum):
@@ -40,9 +40,12 @@ class ScanMode(enum.StrEnum):
     SEQUENTIAL = "sequential"  # lax.scan, O(T) depth, O(1) extra memory per step
     ASSOCIATIVE = "associative"  # lax.associative_scan, O(log T) depth, O(T log T) work
     CHUNKED = "chunked"  # parallel inside chunks of length C, sequential state passing across chunks
+    FFT = "fft"  # time-invariant a only: h = (a^k)_k * b, a causal convolution by FFT, O(T log T) work
 
 
-SCAN_MODES: tuple[str, ...] = tuple(m.value for m in ScanMode)
+# The modes for any a; "fft" needs a time-invariant a (and no h0), so only layers with one offer it.
+SCAN_MODES: tuple[str, ...] = ("sequential", "associative", "chunked")
+TIME_INVARIANT_SCAN_MODES: tuple[str, ...] = (*SCAN_MODES, "fft")
 
 
 def _parse_mode(mode: str | ScanMode) -> ScanMode:
@@ -50,7 +53,7 @@ def _parse_mode(mode: str | ScanMode) -> ScanMode:
         return ScanMode(mode)
     except ValueError:
         raise ValueError(
-            f"linear_scan: unknown mode={mode!r}; allowed values: {', '.join(SCAN_MODES)}"
+            f"linear_scan: unknown mode={mode!r}; allowed values: {', '.join(TIME_INVARIANT_SCAN_MODES)}"
         ) from None
 
 
@@ -224,6 +227,28 @@ def _chunked(a: jax.Array, b: jax.Array, h0: jax.Array | None, chunk_size: int) 
     return hs[:num_steps]
 
 
+def powers(a: jax.Array, num_steps: int) -> jax.Array:
+    """``[a^0, a^1, ..., a^(T-1)]`` stacked on a new leading axis (cumulative products: exact for any sign)."""
+    repeated = jnp.broadcast_to(a, (num_steps - 1,) + a.shape)
+    ones = jnp.ones((1,) + a.shape, a.dtype)
+    if num_steps == 1:
+        return ones
+    return jnp.concatenate([ones, jax.lax.associative_scan(jnp.multiply, repeated, axis=0)], axis=0)
+
+
+def _fft(a: jax.Array, b: jax.Array) -> jax.Array:
+    """``h_t = sum_{s <= t} a^(t-s) b_s`` for a time-invariant ``a``: a causal convolution, by FFT (zero-padded to a
+    power of two at least ``2T``, so the circular convolution equals the linear one on the first ``T`` steps)."""
+    num_steps = b.shape[0]
+    kernel = powers(a, num_steps)  # [T, 1..., N]
+    size = 1 << (2 * num_steps - 1).bit_length()
+    if jnp.iscomplexobj(kernel) or jnp.iscomplexobj(b):
+        h = jnp.fft.ifft(jnp.fft.fft(b, size, axis=0) * jnp.fft.fft(kernel, size, axis=0), axis=0)
+    else:
+        h = jnp.fft.irfft(jnp.fft.rfft(b, size, axis=0) * jnp.fft.rfft(kernel, size, axis=0), size, axis=0)
+    return h[:num_steps].astype(b.dtype)
+
+
 def linear_scan(
     a: jax.Array,
     b: jax.Array,
@@ -244,7 +269,8 @@ def linear_scan(
       mode: ``"sequential"`` (``lax.scan``), ``"associative"`` (``lax.associative_scan`` over the affine-map
         monoid ``(a_l, b_l) . (a_r, b_r) = (a_r a_l, a_r b_l + b_r)``), or ``"chunked"`` (associative within
         chunks of ``chunk_size`` steps, sequential state passing across chunks). All modes compute the same
-        function; they differ in depth, work and memory.
+        function; they differ in depth, work and memory. ``"fft"`` (only for a time-invariant ``a``, no ``h0``, no
+        truncation): the causal convolution ``h = (a^k)_k * b`` by FFT, ``O(T log T)`` work and no loop.
       probe: ``None`` or zeros ``[time, ...]`` added to each ``h_t``. Since ``h_t + p_t = a_t h_{t-1} + (b_t + p_t)``,
         the probe enters as an extra input term, and ``grad`` with respect to it is ``dL/dh_t``.
       chunk_size: chunk length for ``mode="chunked"``.
@@ -282,6 +308,12 @@ def linear_scan(
     if truncation is not None and (not isinstance(truncation, int) or truncation < 1):
         raise ValueError(f"linear_scan: truncation must be a positive int or None, got {truncation!r}")
     sequential_constant = constant_a and scan_mode is ScanMode.SEQUENTIAL
+    if scan_mode is ScanMode.FFT:
+        if not constant_a:
+            raise ValueError("linear_scan: mode='fft' needs a time-invariant a (no time axis of its own)")
+        if h0 is not None or truncation is not None:
+            raise ValueError("linear_scan: mode='fft' takes no h0 and no truncation")
+        return _fft(a[0], b)
 
     def run(a: jax.Array, b: jax.Array, h0: jax.Array | None) -> jax.Array:
         if scan_mode is ScanMode.SEQUENTIAL:

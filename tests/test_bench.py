@@ -91,7 +91,9 @@ def test_csv_is_well_formed(bench_run, tmp_path):
 def test_variants_are_the_scan_modes_of_each_mixer():
     # Given the one field for equivalent algorithms, Then bench times each of its values and nothing else.
     assert mixer_variants("lstm") == [{}]
-    assert mixer_variants("lru") == [{"scan_mode": mode} for mode in SCAN_MODES]
+    assert mixer_variants("rglru") == [{"scan_mode": mode} for mode in SCAN_MODES]
+    assert mixer_variants("lru") == [{"scan_mode": mode} for mode in (*SCAN_MODES, "fft")]
+    assert mixer_variants("selective_ssm")[-1] == {"scan_mode": "fused"}
     assert [v["scan_mode"] for v in mixer_variants("linear_attention")] == [
         "sequential",
         "associative",

@@ -264,7 +264,7 @@ def test_linear_attention_probe_equals_state_gradient():
         ("linear_attention", {"scan_mode": "kernel"}, "scan_mode='kernel'.*sequential, associative, chunked"),
         ("linear_attention", {"truncation": 3}, "truncation=3: only scan_mode 'sequential' or 'associative'"),
         ("attention", {"num_heads": 3}, "num_heads"),
-        ("attention", {"scan_mode": "flash"}, "scan_mode='flash'.*allowed values: jax, einsum"),
+        ("attention", {"scan_mode": "flash"}, "scan_mode='flash'.*allowed values: auto, jax, einsum"),
     ],
 )
 def test_bad_options_name_the_field(name, options, field):

@@ -247,8 +247,12 @@ def test_list_shows_the_options_of_every_mixer(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
     assert "options: truncation=None, unroll=1, remat=False, forget_bias=1.0" in out  # lstm
-    assert "scan_mode: sequential | associative (default) | chunked" in out  # the linear-scan layers
-    assert "scan_mode: sequential | parallel | chunked (default)" in out  # mlstm
+    # the linear-scan layers; the time-invariant ones add fft; mlstm has its own forms
+    assert (
+        "scan_mode: auto (default; sequential on this backend) | sequential | associative | chunked\n" in out
+    )
+    assert "scan_mode: auto (default; fft on this backend) | sequential | associative | chunked | fft" in out
+    assert "scan_mode: auto (default; chunked on this backend) | sequential | parallel | chunked" in out
     assert "chunk_size=None [scan_mode chunked]" in out
     assert "truncation=None [scan_mode sequential|associative]" in out  # linear attention
     blocks, current = {}, None

@@ -31,7 +31,7 @@ MALFORMED = [
     (["task.lag=100", "model.truncation=101"], "model.truncation=101 exceeds the sequence length 100"),
     (
         ["model.name=lru", "model.scan_mode=fast"],
-        "model.scan_mode='fast': unknown value; allowed values: sequential, associative, chunked (mixer 'lru')",
+        "model.scan_mode='fast': unknown value; allowed values: auto, sequential, associative, chunked, fft (mixer 'lru')",
     ),
     (["model.scan_mode=associative"], "model.scan_mode='associative' cannot be applied to mixer 'lstm'"),
     (

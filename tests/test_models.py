@@ -234,3 +234,26 @@ def test_bad_arguments_name_the_field(kwargs, field):
         assert "bare" in str(err.value) and "block" in str(err.value)  # the allowed values are listed
     if field == "transformerxl":
         assert "lstm" in str(err.value)
+
+
+def test_auto_scan_mode_resolves_per_backend_and_is_recorded(tmp_path):
+    # Given scan_mode="auto" (the default), Then every mixer runs the mode its AUTO_SCAN_MODES names for this backend
+    # (the tests run on CPU), deterministically, and a run's summary records the modes actually used.
+    from lrd.config import ExperimentConfig, apply_overrides
+    from lrd.registry import build_mixer, get_mixer
+    from lrd.runner import run_experiment
+
+    assert jax.default_backend() == "cpu"
+    for name in mixer_names():
+        cls = get_mixer(name).cls
+        if cls.AUTO_SCAN_MODES:
+            mode = build_mixer(name, HIDDEN).effective_scan_mode()
+            assert mode == cls.AUTO_SCAN_MODES["cpu"] and mode in cls.SCAN_MODES, name
+    expected = {"lru": "sequential", "s4d": "fft", "selective_ssm": "fused", "attention": "einsum"}
+    config = apply_overrides(
+        ExperimentConfig(),
+        ["model.name=s4d+selective_ssm+lru+attention", "model.setting=block", "model.num_layers=4"]
+        + ["model.hidden_size=8", "task.lag=6", "run.steps=2", "run.eval_every=2", "optim.batch_size=2"]
+        + [f"run.workdir={tmp_path}", "run.tensorboard=false"],
+    )
+    assert run_experiment(config, progress=False)["scan_modes"] == expected

@@ -320,12 +320,14 @@ class Attention(Mixer):
 
     STATE_NAMES: ClassVar[tuple[str, ...]] = ("k", "v")
 
-    scan_mode: str = "jax"
+    scan_mode: str = "auto"
     num_heads: int = 4
     positions: str = "rotary"
     position_base: float = 10000.0
 
     SCAN_MODES: ClassVar[tuple[str, ...]] = ATTENTION_SCAN_MODES
+    # einsum measured 2.1x faster than jax.nn.dot_product_attention on CPU (T=1024); fused kernels elsewhere.
+    AUTO_SCAN_MODES: ClassVar[Mapping[str, str]] = {"cpu": "einsum", "gpu": "jax"}
 
     @nn.nowrap
     def check(self) -> None:
@@ -356,7 +358,7 @@ class Attention(Mixer):
         if probe is not None:
             k = k + to_batch_major(probe[0])
             v = v + to_batch_major(probe[1])
-        return _output(self, causal_softmax_attention(q, k, v, self.scan_mode))
+        return _output(self, causal_softmax_attention(q, k, v, self.effective_scan_mode()))
 
 
 @register_mixer(
@@ -378,11 +380,12 @@ class LinearAttention(LinearRecurrentLayer):
       eps: added to the normaliser ``phi(q_t)^T z_t``.
     """
 
-    scan_mode: str = "chunked"
+    scan_mode: str = "auto"
     num_heads: int = 4
     eps: float = 1e-6
 
     SCAN_MODES: ClassVar[tuple[str, ...]] = LINEAR_ATTENTION_SCAN_MODES
+    AUTO_SCAN_MODES: ClassVar[Mapping[str, str]] = {"cpu": "chunked", "gpu": "chunked"}
     OPTION_SCAN_MODES: ClassVar[Mapping[str, tuple[str, ...]]] = {
         "chunk_size": ("chunked",),
         "truncation": ("sequential", "associative"),
@@ -402,9 +405,10 @@ class LinearAttention(LinearRecurrentLayer):
         batch, num_steps, heads, head_dim = q.shape
         state_example = jnp.zeros((batch, _state_size(heads, head_dim, head_dim)), x.dtype)
         probe = self.probe(state_example, num_steps)
-        if self.scan_mode == "parallel":
+        mode = self.effective_scan_mode()
+        if mode == "parallel":
             y = linear_attention_parallel(phi_q, phi_k, v, eps=self.eps, probe=probe)
-        elif self.scan_mode == "chunked":
+        elif mode == "chunked":
             chunk_size = self.chunk_size or DEFAULT_CHUNK_SIZE
             y = linear_attention_chunked(phi_q, phi_k, v, chunk_size=chunk_size, eps=self.eps, probe=probe)
         else:

@@ -193,8 +193,9 @@ class _MinimalCell(LinearRecurrentLayer):
     def _path(self, x: jax.Array) -> dict[str, Any]:
         """``log_space``, ``probe`` and the scan options for the pure functions."""
         probe = self.probe(jnp.zeros((x.shape[0], self.hidden_size), jnp.float32), x.shape[1])
-        log_space = self.scan_mode == "log_space" and probe is None
-        linear_mode = "associative" if self.scan_mode == "log_space" else self.scan_mode
+        mode = self.effective_scan_mode()
+        log_space = mode == "log_space" and probe is None
+        linear_mode = "associative" if mode == "log_space" else mode
         return {"log_space": log_space, "probe": probe, **self.scan_options(linear_mode)}
 
 

@@ -61,6 +61,7 @@ residual block); the mLSTM has no output projection after ``h_t`` (the cell's ou
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import flax.linen as nn
@@ -494,7 +495,7 @@ class MLSTM(RecurrentCell):
 
     STATE_NAMES: ClassVar[tuple[str, ...]] = ("C", "n", "m")
 
-    scan_mode: str = "chunked"
+    scan_mode: str = "auto"
     chunk_size: int | None = None
     num_heads: int = 4
     forget_bias_min: float = 3.0
@@ -502,6 +503,7 @@ class MLSTM(RecurrentCell):
     input_bias: float = 0.0
 
     SCAN_MODES: ClassVar[tuple[str, ...]] = MLSTM_SCAN_MODES
+    AUTO_SCAN_MODES: ClassVar[Mapping[str, str]] = {"cpu": "chunked", "gpu": "chunked"}
     OPTION_SCAN_MODES: ClassVar[dict[str, tuple[str, ...]]] = {
         "truncation": ("sequential",),
         "unroll": ("sequential",),
@@ -547,9 +549,10 @@ class MLSTM(RecurrentCell):
 
         self.record("forget_gate", lambda: jnp.exp(log_f))  # [batch, time, heads]
         probe = self.probe(_mlstm_state_example(q), x.shape[1])
-        if probe is not None or self.scan_mode == "sequential":
+        mode = self.effective_scan_mode()
+        if probe is not None or mode == "sequential":
             h = mlstm_recurrent(q, k, v, i_tilde, log_f, probe=probe, **self.scan_options())
-        elif self.scan_mode == "parallel":
+        elif mode == "parallel":
             h = mlstm_parallel(q, k, v, i_tilde, log_f)
         else:
             h = mlstm_chunkwise(q, k, v, i_tilde, log_f, chunk_size=self.chunk_size or DEFAULT_CHUNK_SIZE)

@@ -3,7 +3,8 @@
 Every layer here is a *diagonal linear* recurrence ``h_t = a_t * h_{t-1} + b_t`` (complex for LRU/S4D/S5, real
 for S6/RG-LRU; ``a`` constant in time for LRU/S4D/S5, input-dependent for S6/RG-LRU), wrapped in position-wise
 maps. Each module subclasses :class:`lrd.cells.base.LinearRecurrentLayer`: the recurrence runs through
-:func:`lrd.scan.linear_scan` in any ``scan_mode`` (default ``"associative"``), with ``chunk_size`` and
+:func:`lrd.scan.linear_scan` in any ``scan_mode`` (default ``"auto"``: per backend, see ``AUTO_SCAN_MODES``;
+``"fft"`` for the time-invariant LRU, S4D and S5, ``"fused"`` for the selective SSM), with ``chunk_size`` and
 ``truncation``; everything else is computed for all steps at once, outside the scan. Modules only create
 parameters and then call the pure functions of their file, which the tests compare with loops over the papers'
 equations.

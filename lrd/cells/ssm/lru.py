@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
@@ -15,7 +15,8 @@ import numpy as np
 from lrd.cells.base import LinearRecurrentLayer, normal_initializer, to_batch_major, to_time_major
 from lrd.cells.ssm.common import complex_from_parts, to_width
 from lrd.registry import register_mixer
-from lrd.scan import linear_scan
+from lrd.scan import SCAN_MODES as SCAN_MODES_WITH_TRUNCATION
+from lrd.scan import TIME_INVARIANT_SCAN_MODES, linear_scan
 
 __all__ = ["LRU", "lru", "lru_lambda", "lru_ring_init"]
 
@@ -96,10 +97,17 @@ class LRU(LinearRecurrentLayer):
         on its longest tasks).
       trainable_gamma: ``False``: ``gamma = sqrt(1 - |lambda|^2)`` always (the normalisation of Sec. 3.3);
         ``True``: ``gamma_log`` is a free parameter initialised to that value (as in the paper's Appendix A code).
-      scan_mode, chunk_size, truncation: see :class:`lrd.cells.base.LinearRecurrentLayer`.
+      scan_mode, chunk_size, truncation: see :class:`lrd.cells.base.LinearRecurrentLayer`; ``scan_mode="fft"``
+        (the transition is constant in time) computes the recurrence as a causal convolution, without truncation.
 
     Initialisation (Appendix A): ``B_re, B_im ~ N(0, 1/(2H))``, ``C_re, C_im ~ N(0, 1/N)``, ``D ~ N(0, 1)``.
     """
+
+    SCAN_MODES: ClassVar[tuple[str, ...]] = TIME_INVARIANT_SCAN_MODES
+    OPTION_SCAN_MODES: ClassVar[Mapping[str, tuple[str, ...]]] = {
+        "chunk_size": ("chunked",),
+        "truncation": SCAN_MODES_WITH_TRUNCATION,
+    }
 
     state_size: int | None = None
     r_min: float = 0.9

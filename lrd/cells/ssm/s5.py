@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
@@ -23,7 +23,8 @@ from lrd.cells.ssm.common import (
     zoh,
 )
 from lrd.registry import register_mixer
-from lrd.scan import linear_scan
+from lrd.scan import SCAN_MODES as SCAN_MODES_WITH_TRUNCATION
+from lrd.scan import TIME_INVARIANT_SCAN_MODES, linear_scan
 
 MAX_REAL = -1e-4  # clip_eigs: Re(Lambda) <= MAX_REAL keeps the recurrence stable while training
 
@@ -127,6 +128,12 @@ class S5(LinearRecurrentLayer):
     Parameters ``B: float32[H, P/2, 2]`` and ``C: float32[P/2, H, 2]`` hold (real, imaginary) pairs of ``B~^T``
     and ``C~^T`` (``V`` is unitary, so ``V^{-1} = V^*``).
     """
+
+    SCAN_MODES: ClassVar[tuple[str, ...]] = TIME_INVARIANT_SCAN_MODES
+    OPTION_SCAN_MODES: ClassVar[Mapping[str, tuple[str, ...]]] = {
+        "chunk_size": ("chunked",),
+        "truncation": SCAN_MODES_WITH_TRUNCATION,
+    }
 
     state_size: int | None = None
     blocks: int = 1

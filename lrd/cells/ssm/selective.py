@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from lrd.cells.base import LinearRecurrentLayer, dense, to_time_major, uniform_initializer
+from lrd.cells.base import LinearRecurrentLayer, dense, to_batch_major, to_time_major, uniform_initializer
 from lrd.cells.ssm.common import (
     causal_depthwise_conv,
     check_time_scales,
@@ -19,9 +20,10 @@ from lrd.cells.ssm.common import (
     to_width,
 )
 from lrd.registry import register_mixer
+from lrd.scan import SCAN_MODES as LINEAR_SCAN_MODES
 from lrd.scan import linear_scan
 
-__all__ = ["SelectiveSSM", "selective_scan"]
+__all__ = ["SelectiveSSM", "selective_scan", "selective_scan_fused"]
 
 
 def selective_scan(
@@ -50,10 +52,52 @@ def selective_scan(
     Returns:
       ``float32[batch, time, d_inner]``.
     """
+    if scan_options.get("mode") == "fused" and probe is None:
+        if scan_options.get("truncation") is not None:
+            raise ValueError("selective_scan: mode='fused' takes no truncation")
+        return selective_scan_fused(u, delta, A, B, C, chunk_size=scan_options.get("chunk_size", 64)) + D * u
+    if scan_options.get("mode") == "fused":  # the probe needs every state: materialise them
+        scan_options = {**scan_options, "mode": "sequential"}
     a = jnp.exp(delta[..., None] * A)  # [B, T, D, N]
     b = (delta * u)[..., None] * B[:, :, None, :]
     h = linear_scan(to_time_major(a), to_time_major(b), probe=probe, **scan_options)
     return jnp.einsum("tbdn,btn->btd", h, C) + D * u
+
+
+def selective_scan_fused(
+    u: jax.Array, delta: jax.Array, A: jax.Array, B: jax.Array, C: jax.Array, *, chunk_size: int = 64
+) -> jax.Array:
+    """``sum_n C_t[n] h_t[d, n]`` of :func:`selective_scan` without ever forming ``[T, B, D, N]``.
+
+    One ``lax.scan`` step computes ``a_t = exp(Delta_t A)`` and ``b_t = Delta_t u_t B_t`` from the step's inputs,
+    updates the state ``h: [B, D, N]`` and emits only ``y_t: [B, D]``. For the backward pass the steps are grouped
+    in chunks of ``chunk_size`` under ``jax.checkpoint``: only each chunk's starting state is kept
+    (``T / chunk_size`` states), and a chunk's steps are recomputed when its gradient is needed (the
+    hardware-aware recomputation of Gu & Dao 2023, Sec. 3.3, as a plain JAX program). Steps padded at the end have
+    ``Delta = 0`` (``a = 1``, ``b = 0``), which leaves the state unchanged.
+    """
+    batch, num_steps, inner = u.shape
+    size = max(1, min(chunk_size, num_steps))
+    num_chunks = -(-num_steps // size)
+    pad = num_chunks * size - num_steps
+
+    def chunks(x: jax.Array) -> jax.Array:  # [B, T, ...] -> [num_chunks, size, B, ...]
+        x = to_time_major(x)
+        x = jnp.concatenate([x, jnp.zeros((pad,) + x.shape[1:], x.dtype)]) if pad else x
+        return x.reshape((num_chunks, size) + x.shape[1:])
+
+    def step(h, inputs):
+        delta_t, u_t, B_t, C_t = inputs
+        h = jnp.exp(delta_t[..., None] * A) * h + (delta_t * u_t)[..., None] * B_t[:, None, :]
+        return h, jnp.einsum("bdn,bn->bd", h, C_t)
+
+    @jax.checkpoint
+    def chunk(h, inputs):
+        return jax.lax.scan(step, h, inputs)
+
+    h0 = jnp.zeros((batch, inner, A.shape[-1]), u.dtype)
+    _, ys = jax.lax.scan(chunk, h0, tuple(chunks(x) for x in (delta, u, B, C)))
+    return to_batch_major(ys.reshape((num_chunks * size, batch, inner))[:num_steps])
 
 
 @register_mixer(
@@ -81,8 +125,9 @@ class SelectiveSSM(LinearRecurrentLayer):
     Initialisation as in the paper's code: ``A_log[d, n] = log(n + 1)`` (S4D-Real, ``A = -(n+1)``), ``D = 1``,
     ``dt_proj_kernel ~ U(+-R^{-1/2})``, ``dt_bias = softplus^{-1}(Delta_0)`` with ``Delta_0 = exp(U[log dt_min,
     log dt_max])`` floored at ``dt_init_floor``; dense kernels lecun normal; conv kernel ``U(+-1/sqrt(width))``,
-    conv bias 0. Not included: the out-projection rescaling by depth, and the fused hardware-aware kernel (the
-    recurrence is materialised as ``[time, batch, d_inner, N]``).
+    conv bias 0. Not included: the out-projection rescaling by depth. The fused hardware-aware kernel of the paper
+    has a plain-JAX counterpart in ``scan_mode="fused"``; the other scan modes materialise
+    ``[time, batch, d_inner, N]``.
 
     Attributes:
       hidden_size: output width (``d_model``).
@@ -92,8 +137,17 @@ class SelectiveSSM(LinearRecurrentLayer):
       dt_rank: ``R`` (``None``: ``ceil(hidden_size / 16)`` as in Mamba).
       dt_min, dt_max, dt_init_floor: initial range of ``Delta``.
       block: the full Mamba block (True) or the S6 layer alone (False).
-      scan_mode, chunk_size, truncation: see :class:`lrd.cells.base.LinearRecurrentLayer`.
+      scan_mode, chunk_size, truncation: see :class:`lrd.cells.base.LinearRecurrentLayer`; ``scan_mode="fused"``
+        runs :func:`selective_scan_fused` (no ``[T, B, D, N]`` state kept; ``chunk_size`` steps per checkpoint).
     """
+
+    SCAN_MODES: ClassVar[tuple[str, ...]] = (*LINEAR_SCAN_MODES, "fused")
+    # fused measured 2.1x faster than the sequential scan with 9x less memory on CPU (T=1024, d_model 64, batch 16)
+    AUTO_SCAN_MODES: ClassVar[Mapping[str, str]] = {"cpu": "fused", "gpu": "associative"}
+    OPTION_SCAN_MODES: ClassVar[Mapping[str, tuple[str, ...]]] = {
+        "chunk_size": ("chunked", "fused"),
+        "truncation": LINEAR_SCAN_MODES,
+    }
 
     state_size: int = 16
     expand: int = 2
