@@ -14,8 +14,14 @@ with ``hidden_size = d_model``) and measures, in one process:
   backend reports it; activation memory grows with ``T`` here;
 * ``while_loops``: the ``while`` loops in the lowered (StableHLO) forward+backward program: the sequential loops
   over time (a ``lax.scan`` forward and its backward), 0 for a fully parallel form;
-* ``vs_peer``: ``fwd_bwd_ms`` relative to a peer mixer (``bench.peer``, default ``lstm``) measured in the same
-  process.
+* ``fwd_ms``: median wall time of one forward pass;
+* ``vs_peer`` / ``fwd_vs_peer``: ``fwd_bwd_ms`` / ``fwd_ms`` relative to a peer mixer (``bench.peer``, default
+  ``lstm``) at the same length.
+
+Every measurement of one length is timed in rounds, interleaved (A, B, C, A, B, C, ...), with medians over the
+rounds, so that a slow patch of a shared machine hits all candidates alike; ratios are what to read. External
+implementations (``bench.peers``: Flax's ``OptimizedLSTMCell``, a hand-written ``lax.scan`` LSTM, PyTorch's
+``nn.LSTM`` on one thread when installed; :mod:`lrd.peers`) join the same rounds.
 
 Every compiled function is warmed up before timing and every timed call ends in ``block_until_ready``, so
 asynchronous dispatch never hides work. The table states the device and the jax/flax versions; ``--out`` writes
@@ -25,6 +31,7 @@ Example (the numbers of the model-zoo note)::
 
     lrd bench --d-model 64 --seq-len 1024 --batch-size 16 --out bench_T1024.csv
     lrd bench --models lstm,lru,attention --seq-len 256,1024,4096 --out cost_vs_length.json
+    lrd bench --models lstm --peers flax_lstm,scan_lstm,torch_lstm --d-model 256 --seq-len 256,1024
 """
 
 from __future__ import annotations
@@ -35,20 +42,23 @@ import json
 import math
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
 
 from lrd.config import ExperimentConfig
 from lrd.metrics_log import environment
+from lrd.peers import block, peer_available, peer_functions
 from lrd.preflight import check_memory
 
 __all__ = [
     "default_config",
     "mixer_variants",
     "mixer_config",
-    "bench_mixer",
+    "prepare_mixer",
+    "prepare_peer",
+    "time_interleaved",
     "run_bench",
     "format_table",
     "write_results",
@@ -61,10 +71,12 @@ COLUMNS = (
     "seq_len",
     "params",
     "steps_per_s",
+    "fwd_ms",
     "fwd_bwd_ms",
     "compile_s",
     "temp_mib",
     "while_loops",
+    "fwd_vs_peer",
     "vs_peer",
     "error",
 )
@@ -94,18 +106,16 @@ def _variant_label(options: dict[str, Any]) -> str:
     return ",".join(f"{k}={v}" for k, v in options.items()) or "default"
 
 
-def _timed_median(fn, args: tuple, repeats: int) -> float:
-    """Median seconds of ``fn(*args)`` over ``repeats`` calls, each blocked until its result is ready."""
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def _timed(fn: Callable[[], Any]) -> float:
+    """Seconds of one call of ``fn``, waiting for its result (asynchronous dispatch hides nothing)."""
+    start = time.perf_counter()
+    block(fn())
+    return time.perf_counter() - start
 
 
-def bench_mixer(config: ExperimentConfig, name: str, options: dict[str, Any]) -> dict[str, Any]:
-    """Measure mixer ``name`` with ``options`` in the model of ``config``; returns one row of the table."""
+def prepare_mixer(config: ExperimentConfig, name: str, options: dict[str, Any]) -> dict[str, Any]:
+    """Compile mixer ``name`` with ``options`` in the model of ``config``: its row (parameters, compile time,
+    compiler temp memory, while loops) and the zero-argument closures the timing rounds call."""
     from lrd.models import count_params
     from lrd.registry import get_mixer
     from lrd.train import init_state, make_optimizer, train_step
@@ -123,13 +133,11 @@ def bench_mixer(config: ExperimentConfig, name: str, options: dict[str, Any]) ->
         "seq_len": task.seq_len,
     }
     model = config.model.build(task)
-    optim, bench, batch_size = config.optim, config.bench, config.optim.batch_size
+    optim, batch_size = config.optim, config.optim.batch_size
     optimizer = make_optimizer(optim.learning_rate, optim.clip_norm, optim.weight_decay)
     key = jax.random.PRNGKey(config.run.seed)
     state = jax.jit(lambda k: init_state(model, task, optimizer, k))(key)
     row["params"] = count_params(state.params)
-
-    # Forward + backward on a fixed batch: compile explicitly, then time the compiled function.
     batch = task.sample(jax.random.fold_in(key, 1), batch_size)
 
     def loss(params, batch):
@@ -137,27 +145,71 @@ def bench_mixer(config: ExperimentConfig, name: str, options: dict[str, Any]) ->
 
     start = time.perf_counter()
     lowered = jax.jit(jax.grad(loss)).lower(state.params, batch)
-    compiled = lowered.compile()
+    fwd_bwd = lowered.compile()
     row["compile_s"] = time.perf_counter() - start
     row["while_loops"] = lowered.as_text().count("stablehlo.while")
-    memory = _memory_analysis(compiled)
+    memory = _memory_analysis(fwd_bwd)
     row["temp_mib"] = None if memory is None else memory / 2**20
-    _timed_median(compiled, (state.params, batch), bench.warmup)
-    row["fwd_bwd_ms"] = 1e3 * _timed_median(compiled, (state.params, batch), bench.repeats)
-
-    # Training steps: the state threads through, so blocking once at the end waits for all of them.
+    forward = jax.jit(lambda p, x: model.apply({"params": p}, x)).lower(state.params, batch.inputs).compile()
     step = jax.jit(
         functools.partial(train_step, model=model, task=task, optimizer=optimizer, batch_size=batch_size)
     )
-    for _ in range(bench.warmup):
-        state, _ = step(state)
-    jax.block_until_ready(state)
+    states = [state]
+
+    def train() -> Any:
+        states[0], _ = step(states[0])
+        return states[0]
+
+    return {
+        "row": row,
+        "forward": lambda: forward(state.params, batch.inputs),
+        "fwd_bwd": lambda: fwd_bwd(state.params, batch),
+        "step": train,
+    }
+
+
+def prepare_peer(config: ExperimentConfig, name: str) -> dict[str, Any]:
+    """Compile the external peer ``name`` (:mod:`lrd.peers`) on the task and batch of ``config``."""
+    task = config.task.build()
+    key = jax.random.PRNGKey(config.run.seed)
+    batch = task.sample(jax.random.fold_in(key, 1), config.optim.batch_size)
     start = time.perf_counter()
-    for _ in range(bench.repeats):
-        state, _ = step(state)
-    jax.block_until_ready(state)
-    row["steps_per_s"] = bench.repeats / (time.perf_counter() - start)
-    return row
+    functions = peer_functions(name, task, batch, config.model.hidden_size, key)
+    temp = functions["temp_bytes"]
+    row = {
+        "mixer": name,
+        "family": "peer",
+        "variant": "external",
+        "seq_len": task.seq_len,
+        "params": functions["params"],
+        "compile_s": time.perf_counter() - start,
+        "temp_mib": None if temp is None else temp / 2**20,
+        "while_loops": None,
+    }
+    return {"row": row, "forward": functions["forward"], "fwd_bwd": functions["fwd_bwd"], "step": None}
+
+
+def time_interleaved(candidates: list[dict[str, Any]], repeats: int, warmup: int) -> None:
+    """Time every candidate's forward, forward+backward and training step in rounds, A B C A B C ..., so that
+    a slow patch of a shared machine hits all of them alike; medians over the rounds go into each row."""
+    kinds = ("forward", "fwd_bwd", "step")
+    for candidate in candidates:
+        for _ in range(warmup):
+            for kind in kinds:
+                if candidate[kind] is not None:
+                    _timed(candidate[kind])
+    times: dict[tuple[int, str], list[float]] = {}
+    for _ in range(repeats):
+        for index, candidate in enumerate(candidates):
+            for kind in kinds:
+                if candidate[kind] is not None:
+                    times.setdefault((index, kind), []).append(_timed(candidate[kind]))
+    for index, candidate in enumerate(candidates):
+        row = candidate["row"]
+        row["fwd_ms"] = 1e3 * statistics.median(times[index, "forward"])
+        row["fwd_bwd_ms"] = 1e3 * statistics.median(times[index, "fwd_bwd"])
+        if (index, "step") in times:
+            row["steps_per_s"] = 1.0 / statistics.median(times[index, "step"])
 
 
 def _memory_analysis(compiled) -> int | None:
@@ -219,23 +271,35 @@ def run_bench(config: ExperimentConfig, *, log=None) -> dict[str, Any]:
         task = each.task.build()
         check_memory(each, task, each.model.build(task))
     rows = []
-    peer_ms: dict[Any, float] = {}
-    for length, name, options in plan:
-        try:
-            row = bench_mixer(at_length[length], name, options)
-        except Exception as err:  # noqa: BLE001 - a failure to compile or run is reported as data
-            row = {"mixer": name, "family": get_mixer(name).family, "variant": _variant_label(options)}
-            row["seq_len"] = at_length[length].task.build().seq_len
-            row["error"] = f"{type(err).__name__}: {err}".splitlines()[0][:300]
-        row["peer_only"] = name not in names
-        rows.append(row)
-        if name == peer and row["seq_len"] not in peer_ms and "fwd_bwd_ms" in row:
-            peer_ms[row["seq_len"]] = row["fwd_bwd_ms"]
-        if log is not None:
-            log(_row_summary(row))
+    for length in lengths:
+        candidates = []
+        for _, name, options in (p for p in plan if p[0] == length):
+            try:
+                candidate = prepare_mixer(at_length[length], name, options)
+            except Exception as err:  # noqa: BLE001 - a failure to compile is reported as data
+                row = {"mixer": name, "family": get_mixer(name).family, "variant": _variant_label(options)}
+                row["seq_len"] = at_length[length].task.build().seq_len
+                row["error"] = f"{type(err).__name__}: {err}".splitlines()[0][:300]
+                rows.append(row)
+                continue
+            candidate["row"]["peer_only"] = name not in names
+            candidates.append(candidate)
+        for peer_name in config.bench.peers:
+            if peer_available(peer_name):
+                candidates.append(prepare_peer(at_length[length], peer_name))
+            elif log is not None:
+                log(f"{peer_name}: not installed here, skipped")
+        time_interleaved(candidates, config.bench.repeats, config.bench.warmup)
+        group = [c["row"] for c in candidates]
+        reference = next((r for r in group if r["mixer"] == peer and "fwd_bwd_ms" in r), None)
+        for row in group:
+            if reference is not None:
+                row["vs_peer"] = row["fwd_bwd_ms"] / reference["fwd_bwd_ms"]
+                row["fwd_vs_peer"] = row["fwd_ms"] / reference["fwd_ms"]
+            if log is not None:
+                log(_row_summary(row))
+        rows.extend(group)
     for row in rows:
-        reference = peer_ms.get(row["seq_len"])
-        row["vs_peer"] = row["fwd_bwd_ms"] / reference if reference and "fwd_bwd_ms" in row else None
         for column in COLUMNS:
             row.setdefault(column, None)
     return {"settings": bench_settings(config), "environment": environment(), "rows": rows}
@@ -244,9 +308,10 @@ def run_bench(config: ExperimentConfig, *, log=None) -> dict[str, Any]:
 def _row_summary(row: dict[str, Any]) -> str:
     if row.get("error"):
         return f"{row['mixer']} [{row['variant']}]: ERROR {row['error']}"
+    steps = f"{row['steps_per_s']:.2f} steps/s, " if row.get("steps_per_s") else ""
     return (
-        f"{row['mixer']} [{row['variant']}]: {row['params']} params, {row['steps_per_s']:.2f} steps/s, "
-        f"fwd+bwd {row['fwd_bwd_ms']:.2f} ms"
+        f"{row['mixer']} [{row['variant']}] T={row['seq_len']}: {row['params']} params, {steps}"
+        f"fwd {row['fwd_ms']:.2f} ms, fwd+bwd {row['fwd_bwd_ms']:.2f} ms"
     )
 
 
@@ -277,10 +342,12 @@ def format_table(result: dict[str, Any]) -> str:
         "T",
         "params",
         "steps/s",
+        "fwd ms",
         "fwd+bwd ms",
         "compile s",
         "temp MiB",
         "loops",
+        "fwd vs peer",
         "vs peer",
     )
     lines = []
@@ -296,10 +363,12 @@ def format_table(result: dict[str, Any]) -> str:
                 _fmt(row["seq_len"]),
                 _fmt(row["params"]),
                 _fmt(row["steps_per_s"]),
+                _fmt(row["fwd_ms"]),
                 _fmt(row["fwd_bwd_ms"]),
                 _fmt(row["compile_s"]),
                 _fmt(row["temp_mib"], 1),
                 _fmt(row["while_loops"]),
+                _fmt(row["fwd_vs_peer"]),
                 _fmt(row["vs_peer"]),
             )
         )

@@ -135,6 +135,7 @@ BENCH_SHORTHANDS: tuple[Shorthand, ...] = (
     Shorthand("--repeats", "bench.repeats", "timed repetitions per measurement"),
     Shorthand("--warmup", "bench.warmup", "untimed repetitions first (compile, caches)"),
     Shorthand("--peer", "bench.peer", "mixer the 'vs peer' column divides by"),
+    Shorthand("--peers", "bench.peers", "external peers timed alongside: flax_lstm, scan_lstm, torch_lstm"),
     Shorthand("--no-variants", "bench.variants", "registered defaults only, not every scan_mode", "false"),
     Shorthand("--seed", "run.seed"),
 )
@@ -314,11 +315,28 @@ def cmd_lag_search(args: argparse.Namespace, extra: Sequence[str]) -> int:
     return 0
 
 
+QUICK_BENCH = (
+    "bench.models=lstm,gru,lru,s4d,selective_ssm,attention",
+    "bench.peers=flax_lstm,scan_lstm",
+    "bench.seq_lens=64",
+    "model.hidden_size=16",
+    "optim.batch_size=4",
+    "bench.repeats=2",
+    "bench.warmup=1",
+    "bench.variants=false",
+)
+
+
 def _configure_bench(parser: argparse.ArgumentParser) -> None:
     from lrd.bench import default_config
 
     _add_config_args(parser, BENCH_SHORTHANDS, base=default_config)
     parser.add_argument("--out", default=None, help="write the rows to this .json or .csv file")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"a smoke-sized run (seconds; what CI runs): {' '.join(QUICK_BENCH)}, unless given otherwise",
+    )
 
 
 def _check_out_path(out: str) -> None:
@@ -355,7 +373,14 @@ def cmd_bench(args: argparse.Namespace, extra: Sequence[str]) -> int:
 
     if args.out is not None:
         _check_out_path(args.out)
-    config = config_from_args(args, extra, base=default_config, prepare=_bench_model_pattern)
+
+    def prepare(overrides: list[str]) -> list[str]:
+        if args.quick:
+            given = {item.partition("=")[0] for item in overrides}
+            overrides = [q for q in QUICK_BENCH if q.partition("=")[0] not in given] + overrides
+        return _bench_model_pattern(overrides)
+
+    config = config_from_args(args, extra, base=default_config, prepare=prepare)
     result = run_bench(config, log=lambda line: print(line, file=sys.stderr))
     print(format_table(result))
     if args.out:

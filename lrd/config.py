@@ -385,13 +385,15 @@ class BenchConfig:
 
     ``models``: mixer names to time (empty: every registered mixer); ``seq_lens``: sequence lengths (the task's
     lag) to time each at (empty: ``task.lag``); ``peer``: the mixer the ``vs_peer`` column divides by, measured in
-    the same process at the same length; ``repeats`` timed and ``warmup`` untimed calls per measurement;
+    the same process at the same length; ``peers``: implementations outside lrd timed in the same rounds
+    (:mod:`lrd.peers`); ``repeats`` timed and ``warmup`` untimed calls per measurement;
     ``variants``: time every ``scan_mode`` of each mixer, not only its default.
     """
 
     models: tuple[str, ...] = ()
     seq_lens: tuple[int, ...] = ()
     peer: str = "lstm"
+    peers: tuple[str, ...] = ()
     repeats: int = 10
     warmup: int = 2
     variants: bool = True
@@ -399,7 +401,7 @@ class BenchConfig:
     def __post_init__(self) -> None:
         from lrd.registry import mixer_names
 
-        for name in ("models", "seq_lens"):
+        for name in ("models", "seq_lens", "peers"):
             if isinstance(getattr(self, name), list):
                 object.__setattr__(self, name, tuple(getattr(self, name)))
         if not isinstance(self.seq_lens, tuple):
@@ -412,6 +414,12 @@ class BenchConfig:
         for name in self.models:
             _choice("bench.models", name, allowed)
         _choice("bench.peer", self.peer, allowed)
+        from lrd.peers import PEERS
+
+        if not isinstance(self.peers, tuple):
+            raise ConfigError(f"bench.peers must be a list of names, got {self.peers!r}")
+        for name in self.peers:
+            _choice("bench.peers", name, PEERS)
         _positive_int("bench.repeats", self.repeats)
         _positive_int("bench.warmup", self.warmup)
         _bool("bench.variants", self.variants)

@@ -148,3 +148,25 @@ def test_several_lengths_side_by_side(capsys, tmp_path):
     ]
     assert [r["vs_peer"] for r in rows if r["mixer"] == "lstm"] == [1.0, 1.0]
     assert [r["while_loops"] for r in rows] == [2, 0, 2, 0]
+
+
+def test_quick_bench_with_external_peers_writes_well_formed_json(tmp_path, capsys):
+    # `lrd bench --quick` (what CI runs): every mixer and the Flax / hand-written LSTM peers, timed in the same
+    # interleaved rounds, with ratios to lrd's LSTM; PyTorch, absent here, is reported as skipped when asked for.
+    out = tmp_path / "quick.json"
+    assert (
+        main(
+            ["bench", "--quick", "--models", "lstm,s4d", "--peers", "flax_lstm,torch_lstm", "--out", str(out)]
+        )
+        == 0
+    )
+    result = json.loads(out.read_text())
+    rows = {row["mixer"]: row for row in result["rows"]}
+    assert set(rows) >= {"lstm", "s4d", "flax_lstm"}
+    assert rows["flax_lstm"]["family"] == "peer" and rows["flax_lstm"]["params"] == rows["lstm"]["params"]
+    for row in rows.values():
+        assert row["fwd_ms"] > 0 and row["fwd_bwd_ms"] > 0 and row["vs_peer"] > 0 and row["fwd_vs_peer"] > 0
+    assert rows["lstm"]["vs_peer"] == 1.0 and rows["s4d"]["variant"] == "auto=fft"
+    assert result["environment"]["jaxlib"] and result["settings"]["seq_lens"] == [64]
+    if "torch_lstm" not in rows:
+        assert "torch_lstm: not installed here, skipped" in capsys.readouterr().err

@@ -257,6 +257,21 @@ class RecurrentCell(Mixer):
         """The gradient probe for a state shaped like ``state_example`` (see :func:`probe_variable`)."""
         return probe_variable(self, state_example, num_steps)
 
+    @nn.nowrap
+    def project_inputs(
+        self, x: jax.Array, kernel: jax.Array, bias: jax.Array | None
+    ) -> tuple[jax.Array, Callable[[jax.Array], jax.Array]]:
+        """``(xs, project)``: the time-major scan inputs and the map from one step's input to ``x_t W + b``.
+
+        On accelerators the projection is hoisted out of the loop (one matmul over all steps, as cuDNN does) and
+        ``project`` is the identity. On CPU it is computed inside the step: XLA:CPU ran the hoisted form's loop
+        about 2x slower (LSTM, T=256, H=256, B=16, jax 0.10.2: forward 47 against 25 ms, fwd+bwd 135 against
+        108 ms, interleaved medians; the slicing of the hoisted ``[T, B, 4H]`` array into gates is what costs).
+        """
+        if jax.default_backend() != "cpu":
+            return affine(x, kernel, bias, time_major=True), lambda xw_t: xw_t
+        return to_time_major(x), lambda x_t: affine(x_t, kernel, bias)
+
     def recur(
         self,
         step: Callable[[Any, Any, Any], tuple[Any, dict[str, jax.Array]]],

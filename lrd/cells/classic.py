@@ -1,7 +1,7 @@
 """Classic recurrent cells: Elman RNN, IRNN, LSTM, GRU, IndRNN.
 
-Each module hoists its input projection out of the time loop (one ``[batch*time, d_in] x [d_in, G*hidden]``
-matmul, :func:`lrd.cells.base.affine`), then runs only the recurrent part through :func:`lrd.scan.bptt_scan`. The
+Each module runs its recurrence through :func:`lrd.scan.bptt_scan`, with the input projection hoisted out of the
+time loop on accelerators and computed in the step on CPU (:meth:`lrd.cells.base.RecurrentCell.project_inputs`). The
 step functions are pure and are exported so tests can compare them with hand-written equations.
 
 Weight layout (shared with PyTorch so weights can be copied across; see ``tests/test_cells_classic.py``):
@@ -26,7 +26,6 @@ import numpy as np
 from lrd.cells.base import (
     RECURRENT_INITS,
     RecurrentCell,
-    affine,
     gate_blocks_initializer,
     recurrent_initializer,
     to_batch_major,
@@ -186,9 +185,9 @@ class ElmanRNN(RecurrentCell):
             recurrent_initializer(self.recurrent_init, self.spectral_radius),
             (h_size, h_size),
         )
-        xw = affine(x, input_kernel, bias, time_major=True)
-        h0 = jnp.zeros((x.shape[0], h_size), xw.dtype)
-        hs = self.recur(lambda h, xw_t, p: (elman_step(h, xw_t, recurrent_kernel, act, p), {}), h0, xw)
+        xs, project = self.project_inputs(x, input_kernel, bias)
+        h0 = jnp.zeros((x.shape[0], h_size), x.dtype)
+        hs = self.recur(lambda h, x_t, p: (elman_step(h, project(x_t), recurrent_kernel, act, p), {}), h0, xs)
         hs = to_batch_major(hs)
         self.record("activation_derivative", lambda: ACTIVATION_DERIVATIVES[self.activation](hs))
         return hs
@@ -230,12 +229,12 @@ class LSTM(RecurrentCell):
             return jnp.zeros(shape, dtype).at[h_size : 2 * h_size].set(self.forget_bias)
 
         bias = self.param("bias", bias_init, (4 * h_size,))
-        xw = affine(x, input_kernel, bias, time_major=True)
-        zeros = jnp.zeros((x.shape[0], h_size), xw.dtype)
+        xs, project = self.project_inputs(x, input_kernel, bias)
+        zeros = jnp.zeros((x.shape[0], h_size), x.dtype)
         hs = self.recur(
-            lambda carry, xw_t, p: lstm_update(carry, xw_t, recurrent_kernel, p),
+            lambda carry, x_t, p: lstm_update(carry, project(x_t), recurrent_kernel, p),
             (zeros, zeros),
-            xw,
+            xs,
             emit=lambda carry: carry[1],
         )
         return to_batch_major(hs)
@@ -255,9 +254,11 @@ class GRU(RecurrentCell):
             "recurrent_kernel", gate_blocks_initializer(nn.initializers.orthogonal(), 3), (h_size, 3 * h_size)
         )
         recurrent_bias = self.param("recurrent_bias", nn.initializers.zeros_init(), (3 * h_size,))
-        xw = affine(x, input_kernel, input_bias, time_major=True)
-        h0 = jnp.zeros((x.shape[0], h_size), xw.dtype)
-        hs = self.recur(lambda h, xw_t, p: gru_update(h, xw_t, recurrent_kernel, recurrent_bias, p), h0, xw)
+        xs, project = self.project_inputs(x, input_kernel, input_bias)
+        h0 = jnp.zeros((x.shape[0], h_size), x.dtype)
+        hs = self.recur(
+            lambda h, x_t, p: gru_update(h, project(x_t), recurrent_kernel, recurrent_bias, p), h0, xs
+        )
         return to_batch_major(hs)
 
 
@@ -335,12 +336,15 @@ class IndRNN(RecurrentCell):
             uniform_initializer(self.recurrent_init_min, self.recurrent_init_max),
             (h_size,),
         )
-        xw = affine(x, input_kernel, bias, time_major=True)
-        h0 = jnp.zeros((x.shape[0], h_size), xw.dtype)
+        xs, project = self.project_inputs(x, input_kernel, bias)
+        h0 = jnp.zeros((x.shape[0], h_size), x.dtype)
         hs = self.recur(
-            lambda h, xw_t, p: (indrnn_step(h, xw_t, recurrent_weight, act, self.recurrent_max, probe=p), {}),
+            lambda h, x_t, p: (
+                indrnn_step(h, project(x_t), recurrent_weight, act, self.recurrent_max, probe=p),
+                {},
+            ),
             h0,
-            xw,
+            xs,
         )
         hs = to_batch_major(hs)
         self.record("activation_derivative", lambda: ACTIVATION_DERIVATIVES[self.activation](hs))

@@ -68,7 +68,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from lrd.cells.base import DEFAULT_CHUNK_SIZE, RecurrentCell, affine, to_batch_major, to_time_major
+from lrd.cells.base import DEFAULT_CHUNK_SIZE, RecurrentCell, to_batch_major, to_time_major
 from lrd.registry import register_mixer
 from lrd.scan import bptt_scan
 
@@ -277,11 +277,12 @@ class SLSTM(RecurrentCell):
         recurrent_kernel = self.param(
             "recurrent_kernel", _slstm_recurrent_init, (self.num_heads, head_dim, 4, head_dim)
         )
-        xw = affine(x, input_kernel, bias, time_major=True)  # hoisted: [time, batch, 4 * hidden]
+        xs, project = self.project_inputs(x, input_kernel, bias)
+        zeros = jnp.zeros((x.shape[0], h_size), x.dtype)
         hs = self.recur(
-            lambda carry, xw_t, p: slstm_update(carry, xw_t, recurrent_kernel, self.forget_gate, p),
-            _slstm_zero_state(xw),
-            xw,
+            lambda carry, x_t, p: slstm_update(carry, project(x_t), recurrent_kernel, self.forget_gate, p),
+            (zeros, zeros, zeros, zeros),
+            xs,
             emit=lambda carry: carry[3],
         )
         return to_batch_major(hs)
