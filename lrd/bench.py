@@ -46,6 +46,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 
 from lrd.config import ExperimentConfig
 from lrd.metrics_log import environment
@@ -394,11 +395,121 @@ def write_results(result: dict[str, Any], path: str) -> None:
     if path.endswith(".csv"):
         extra = {**{f"setting_{k}": v for k, v in result["settings"].items()}, **result["environment"]}
         with open(path, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=[*COLUMNS, *extra])
+            columns = list(COLUMNS) + [k for row in result["rows"] for k in row if k not in COLUMNS]
+            columns = list(dict.fromkeys(columns))
+            writer = csv.DictWriter(f, fieldnames=[*columns, *extra])
             writer.writeheader()
             for row in result["rows"]:
-                writer.writerow({**{c: row.get(c) for c in COLUMNS}, **extra})
+                writer.writerow({**{c: row.get(c) for c in columns}, **extra})
     else:
         with open(path, "w") as f:
             json.dump(result, f, indent=2)
             f.write("\n")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The linear scan against raw JAX and the memory floor (``lrd bench --suite scan``).
+
+
+def _raw_lax_scan(a: jax.Array, b: jax.Array) -> jax.Array:
+    def body(h, ab):
+        h = ab[0] * h + ab[1]
+        return h, h
+
+    return jax.lax.scan(body, jnp.zeros(b.shape[1:], b.dtype), (a, b))[1]
+
+
+def _raw_associative(a: jax.Array, b: jax.Array) -> jax.Array:
+    def combine(left, right):
+        return right[0] * left[0], right[0] * left[1] + right[1]
+
+    return jax.lax.associative_scan(combine, (a, b), axis=0)[1]
+
+
+def _floor(a: jax.Array, b: jax.Array) -> jax.Array:
+    """The memory floor: an out-of-place elementwise op reading ``a`` and ``b`` and writing ``h``, the bytes any
+    scan must move (its forward+backward reads ``a``, ``b``, the output's cotangent and writes two gradients)."""
+    return a * b + b
+
+
+def scan_candidates(num_steps: int, batch: int, width: int, seed: int = 0) -> dict[str, Callable]:
+    """``{name: f(a, b)}`` for the scan suite: lrd's ``linear_scan`` in each mode (and ``auto``), raw
+    ``lax.scan`` / ``lax.associative_scan`` written out, and the memory floor."""
+    from lrd.cells.base import LinearRecurrentLayer
+    from lrd.scan import SCAN_MODES, linear_scan
+
+    auto = LinearRecurrentLayer.AUTO_SCAN_MODES.get(jax.default_backend(), "associative")
+    candidates: dict[str, Callable] = {f"linear_scan auto={auto}": functools.partial(linear_scan, mode=auto)}
+    for mode in SCAN_MODES:
+        if mode != auto:
+            candidates[f"linear_scan {mode}"] = functools.partial(linear_scan, mode=mode)
+    candidates["raw lax.scan"] = _raw_lax_scan
+    candidates["raw lax.associative_scan"] = _raw_associative
+    candidates["memory floor"] = _floor
+    return candidates
+
+
+def run_scan_bench(
+    seq_lens: Sequence[int], *, batch: int = 16, width: int = 64, repeats: int = 5, warmup: int = 1, log=None
+) -> dict[str, Any]:
+    """Forward and forward+backward of ``h_t = a_t h_{t-1} + b_t`` (float32 ``[T, batch, width]``, time-varying
+    ``a`` in (0.9, 1)) per candidate of :func:`scan_candidates`, interleaved; each row reports its fraction of the
+    memory floor (``floor_ms / ms``: 1 = as fast as moving the bytes once)."""
+    rows = []
+    for num_steps in seq_lens:
+        key_a, key_b, key_w = jax.random.split(jax.random.PRNGKey(0), 3)
+        a = jax.random.uniform(key_a, (num_steps, batch, width), jnp.float32, 0.9, 1.0)
+        b = jax.random.normal(key_b, (num_steps, batch, width), jnp.float32)
+        w = jax.random.normal(key_w, (num_steps, batch, width), jnp.float32)
+        candidates = []
+        for name, fn in scan_candidates(num_steps, batch, width).items():
+            forward = jax.jit(fn).lower(a, b).compile()
+            fwd_bwd = jax.jit(jax.grad(lambda a, b, fn=fn, w=w: jnp.sum(fn(a, b) * w), argnums=(0, 1)))
+            compiled = fwd_bwd.lower(a, b).compile()
+            row = {"mixer": name, "family": "scan", "variant": "", "seq_len": num_steps}
+            memory = _memory_analysis(compiled)
+            row["temp_mib"] = None if memory is None else memory / 2**20
+            candidates.append(
+                {
+                    "row": row,
+                    "forward": functools.partial(forward, a, b),
+                    "fwd_bwd": functools.partial(compiled, a, b),
+                    "step": None,
+                }
+            )
+        time_interleaved(candidates, repeats, warmup)
+        floor = candidates[-1]["row"]
+        for candidate in candidates:
+            row = candidate["row"]
+            row["floor_fraction_fwd"] = floor["fwd_ms"] / row["fwd_ms"]
+            row["floor_fraction_fwd_bwd"] = floor["fwd_bwd_ms"] / row["fwd_bwd_ms"]
+            if log is not None:
+                log(
+                    f"T={num_steps} {row['mixer']}: fwd {row['fwd_ms']:.2f} ms ({row['floor_fraction_fwd']:.0%} of "
+                    f"the floor), fwd+bwd {row['fwd_bwd_ms']:.2f} ms ({row['floor_fraction_fwd_bwd']:.0%})"
+                )
+            rows.append(row)
+    settings = {
+        "suite": "scan",
+        "seq_lens": list(seq_lens),
+        "batch": batch,
+        "width": width,
+        "repeats": repeats,
+    }
+    return {"settings": settings, "environment": environment(), "rows": rows}
+
+
+def format_scan_table(result: dict[str, Any]) -> str:
+    """The scan suite as a text table."""
+    env = result["environment"]
+    lines = [
+        f"lrd bench --suite scan: float32 [T, {result['settings']['batch']}, {result['settings']['width']}], "
+        f"device={env['device']} jax={env['jax']}",
+        f"{'T':>6}  {'candidate':<28} {'fwd ms':>9} {'of floor':>9} {'fwd+bwd ms':>11} {'of floor':>9} {'temp MiB':>9}",
+    ]
+    for row in result["rows"]:
+        lines.append(
+            f"{row['seq_len']:>6}  {row['mixer']:<28} {row['fwd_ms']:>9.2f} {row['floor_fraction_fwd']:>9.0%} "
+            f"{row['fwd_bwd_ms']:>11.2f} {row['floor_fraction_fwd_bwd']:>9.0%} {_fmt(row['temp_mib'], 1):>9}"
+        )
+    return "\n".join(lines)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import os
 import sys
@@ -123,6 +124,9 @@ CONFIG_SHORTHANDS: tuple[Shorthand, ...] = (
 )
 
 BENCH_SHORTHANDS: tuple[Shorthand, ...] = (
+    Shorthand(
+        "--suite", "bench.suite", "mixers (every mixer vs the LSTM) | scan (linear_scan vs the memory floor)"
+    ),
     Shorthand(
         "--models",
         "bench.models",
@@ -315,6 +319,8 @@ def cmd_lag_search(args: argparse.Namespace, extra: Sequence[str]) -> int:
     return 0
 
 
+SCAN_BENCH_LENGTHS = (4096, 16384, 65536)
+
 QUICK_BENCH = (
     "bench.models=lstm,gru,lru,s4d,selective_ssm,attention",
     "bench.peers=flax_lstm,scan_lstm",
@@ -381,8 +387,22 @@ def cmd_bench(args: argparse.Namespace, extra: Sequence[str]) -> int:
         return _bench_model_pattern(overrides)
 
     config = config_from_args(args, extra, base=default_config, prepare=prepare)
-    result = run_bench(config, log=lambda line: print(line, file=sys.stderr))
-    print(format_table(result))
+    log = functools.partial(print, file=sys.stderr)
+    if config.bench.suite == "scan":
+        from lrd.bench import format_scan_table, run_scan_bench
+
+        result = run_scan_bench(
+            config.bench.seq_lens or SCAN_BENCH_LENGTHS,
+            batch=config.optim.batch_size,
+            width=config.model.hidden_size,
+            repeats=config.bench.repeats,
+            warmup=config.bench.warmup,
+            log=log,
+        )
+        print(format_scan_table(result))
+    else:
+        result = run_bench(config, log=log)
+        print(format_table(result))
     if args.out:
         write_results(result, args.out)
         print(f"wrote {args.out}")

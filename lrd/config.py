@@ -379,6 +379,9 @@ class SearchConfig:
         _non_negative_int("search.max_bisections", self.max_bisections)
 
 
+BENCH_SUITES = ("mixers", "scan")
+
+
 @dataclasses.dataclass(frozen=True)
 class BenchConfig:
     """What ``lrd bench`` measures (:mod:`lrd.bench`); sizes come from the other sections.
@@ -387,9 +390,12 @@ class BenchConfig:
     lag) to time each at (empty: ``task.lag``); ``peer``: the mixer the ``vs_peer`` column divides by, measured in
     the same process at the same length; ``peers``: implementations outside lrd timed in the same rounds
     (:mod:`lrd.peers`); ``repeats`` timed and ``warmup`` untimed calls per measurement;
-    ``variants``: time every ``scan_mode`` of each mixer, not only its default.
+    ``variants``: time every ``scan_mode`` of each mixer, not only its default. ``suite``: ``mixers`` (the above) or
+    ``scan`` (:func:`lrd.scan.linear_scan` in every mode against raw ``lax.scan`` / ``lax.associative_scan`` and
+    the memory floor, float32 ``[T, batch_size, hidden_size]``; lengths default to 4096, 16384, 65536).
     """
 
+    suite: str = "mixers"
     models: tuple[str, ...] = ()
     seq_lens: tuple[int, ...] = ()
     peer: str = "lstm"
@@ -423,6 +429,7 @@ class BenchConfig:
         _positive_int("bench.repeats", self.repeats)
         _positive_int("bench.warmup", self.warmup)
         _bool("bench.variants", self.variants)
+        _choice("bench.suite", self.suite, BENCH_SUITES)
 
 
 @dataclasses.dataclass(frozen=True)

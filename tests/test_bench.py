@@ -170,3 +170,29 @@ def test_quick_bench_with_external_peers_writes_well_formed_json(tmp_path, capsy
     assert result["environment"]["jaxlib"] and result["settings"]["seq_lens"] == [64]
     if "torch_lstm" not in rows:
         assert "torch_lstm: not installed here, skipped" in capsys.readouterr().err
+
+
+def test_scan_suite_reports_every_mode_against_raw_jax_and_the_floor(tmp_path):
+    # `lrd bench --suite scan`: linear_scan in every mode (auto first, named by what it resolved to), raw
+    # lax.scan / lax.associative_scan and the memory floor, each with its fraction of the floor; CSV as well.
+    out = tmp_path / "scan.csv"
+    argv = ["bench", "--suite", "scan", "--quick", "--seq-len", "32,64", "--out", str(out)]
+    with contextlib.redirect_stdout(io.StringIO()) as stdout:
+        assert main(argv) == 0
+    rows = list(csv.DictReader(out.open()))
+    names = list(dict.fromkeys(r["mixer"] for r in rows))
+    assert names[0].startswith("linear_scan auto=") and names[-1] == "memory floor"
+    assert {f"linear_scan {m}" for m in SCAN_MODES} - {names[0].replace("auto=", "")} <= set(names)
+    assert {"raw lax.scan", "raw lax.associative_scan"} <= set(names)
+    assert [int(r["seq_len"]) for r in rows] == [32] * len(names) + [64] * len(names)
+    for row in rows:
+        assert float(row["fwd_ms"]) > 0 and float(row["floor_fraction_fwd_bwd"]) > 0
+        assert row["setting_suite"] == "scan" and row["device"]
+    floor = [r for r in rows if r["mixer"] == "memory floor"]
+    assert all(float(r["floor_fraction_fwd"]) == 1.0 for r in floor)
+    assert "of floor" in stdout.getvalue()
+
+
+def test_unknown_bench_suite_is_a_one_line_error():
+    with pytest.raises(ConfigError, match="bench.suite.*mixers.*scan"):
+        default_config().replace(bench={"suite": "kernels"})
