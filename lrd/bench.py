@@ -89,11 +89,14 @@ def default_config() -> ExperimentConfig:
 
 
 def mixer_variants(name: str) -> list[dict[str, Any]]:
-    """The option sets benchmarked side by side for mixer ``name``: one per ``scan_mode`` value, or ``[{}]``."""
+    """The option sets benchmarked side by side for mixer ``name``: one per ``scan_mode`` value, or ``[{}]``.
+    ``kernel`` is left out where the Pallas kernel would run interpreted (off GPU): a correctness path, not a
+    contender."""
     from lrd.cells.base import scan_modes
+    from lrd.kernels import kernel_interpreted
     from lrd.registry import get_mixer
 
-    modes = scan_modes(get_mixer(name).cls)
+    modes = [m for m in scan_modes(get_mixer(name).cls) if not (m == "kernel" and kernel_interpreted())]
     return [{"scan_mode": mode} for mode in modes] if modes else [{}]
 
 
@@ -436,12 +439,13 @@ def scan_candidates(num_steps: int, batch: int, width: int, seed: int = 0) -> di
     """``{name: f(a, b)}`` for the scan suite: lrd's ``linear_scan`` in each mode (and ``auto``), raw
     ``lax.scan`` / ``lax.associative_scan`` written out, and the memory floor."""
     from lrd.cells.base import LinearRecurrentLayer
+    from lrd.kernels import kernel_interpreted
     from lrd.scan import SCAN_MODES, linear_scan
 
     auto = LinearRecurrentLayer.AUTO_SCAN_MODES.get(jax.default_backend(), "associative")
     candidates: dict[str, Callable] = {f"linear_scan auto={auto}": functools.partial(linear_scan, mode=auto)}
     for mode in SCAN_MODES:
-        if mode != auto:
+        if mode != auto and not (mode == "kernel" and kernel_interpreted()):
             candidates[f"linear_scan {mode}"] = functools.partial(linear_scan, mode=mode)
     candidates["raw lax.scan"] = _raw_lax_scan
     candidates["raw lax.associative_scan"] = _raw_associative

@@ -3,7 +3,7 @@
 * :func:`bptt_scan` runs a nonlinear recurrence ``c_t = step(c_{t-1}, x_t)`` with full or truncated
   backpropagation through time, optional unrolling and rematerialisation, and a gradient probe.
 * :func:`linear_scan` runs the linear recurrence ``h_t = a_t * h_{t-1} + b_t`` (elementwise, real or complex)
-  sequentially, as an associative (parallel prefix) scan, or chunkwise.
+  sequentially, as an associative (parallel prefix) scan, chunkwise, by FFT (time-invariant a) or by a Pallas kernel.
 
 Both are pure functions of arrays, time-major (time is the leading axis of every ``xs`` leaf), and know nothing
 about Flax. Shapes use the legend in :mod:`lrd.types`.
@@ -39,12 +39,13 @@ class ScanMode(enum.StrEnum):
 
     SEQUENTIAL = "sequential"  # lax.scan, O(T) depth, O(1) extra memory per step
     ASSOCIATIVE = "associative"  # lax.associative_scan, O(log T) depth, O(T log T) work
-    CHUNKED = "chunked"  # parallel inside chunks of length C, sequential state passing across chunks
+    CHUNKED = "chunked"  # all chunks of length C in parallel, step by step, then state passing across chunks
     FFT = "fft"  # time-invariant a only: h = (a^k)_k * b, a causal convolution by FFT, O(T log T) work
+    KERNEL = "kernel"  # a Pallas kernel (lrd.kernels): sequential in time, parallel over channels, one pass
 
 
 # The modes for any a; "fft" needs a time-invariant a (and no h0), so only layers with one offer it.
-SCAN_MODES: tuple[str, ...] = ("sequential", "associative", "chunked")
+SCAN_MODES: tuple[str, ...] = ("sequential", "associative", "chunked", "kernel")
 TIME_INVARIANT_SCAN_MODES: tuple[str, ...] = (*SCAN_MODES, "fft")
 
 
@@ -200,6 +201,25 @@ def _associative(a: jax.Array, b: jax.Array, h0: jax.Array | None) -> jax.Array:
     return hs
 
 
+def _chunk_prefixes(a_c: jax.Array, b_c: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Inside every chunk at once, the cumulative products ``A_i = a_i ... a_1`` and the zero-start states
+    ``B_i = a_i B_{i-1} + b_i``: a scan over the ``C`` steps of a chunk, each step one elementwise op over all
+    chunks (``[C, num_chunks, ...]`` in and out). Measured on CPU (T=4096..16384, [T,16,64], C=64) this beats an
+    associative scan along the chunk axis by 1.1-1.3x in fwd+bwd with 35% less memory, and a matmul form
+    (``h = D b`` with ``D_ij = a_i...a_{j+1}``, stable via cumulative products of a masked ``a``) by 5-20x: with
+    a decay per channel ``D`` is ``[C, C]`` per channel, C times the input, not a shared GEMM operand."""
+
+    def body(carry, ab):
+        a_cum, b_cum = carry
+        a_i, b_i = ab
+        carry = (a_i * a_cum, a_i * b_cum + b_i)
+        return carry, carry
+
+    start = (jnp.ones(a_c.shape[1:], a_c.dtype), jnp.zeros(b_c.shape[1:], b_c.dtype))
+    _, (a_cum, b_cum) = jax.lax.scan(body, start, (a_c, b_c))
+    return a_cum, b_cum
+
+
 def _chunked(a: jax.Array, b: jax.Array, h0: jax.Array | None, chunk_size: int) -> jax.Array:
     num_steps = a.shape[0]
     num_chunks = -(-num_steps // chunk_size)
@@ -208,11 +228,12 @@ def _chunked(a: jax.Array, b: jax.Array, h0: jax.Array | None, chunk_size: int) 
         # Identity maps (a=1, b=0) at the end leave every real step unchanged.
         a = jnp.concatenate([a, jnp.ones((pad,) + a.shape[1:], a.dtype)], axis=0)
         b = jnp.concatenate([b, jnp.zeros((pad,) + b.shape[1:], b.dtype)], axis=0)
-    a_c = a.reshape((num_chunks, chunk_size) + a.shape[1:])
-    b_c = b.reshape((num_chunks, chunk_size) + b.shape[1:])
-    # Inside each chunk, in parallel over chunks: cumulative products A and zero-start states B, so that
-    # h_{c,i} = A_{c,i} * h_{c-1,last} + B_{c,i}.
-    a_cum, b_cum = jax.lax.associative_scan(_combine, (a_c, b_c), axis=1)
+
+    def by_position(x: jax.Array) -> jax.Array:  # [T, ...] -> [C, num_chunks, ...]: step i of every chunk
+        return jnp.swapaxes(x.reshape((num_chunks, chunk_size) + x.shape[1:]), 0, 1)
+
+    # h_{c,i} = A_{c,i} * h_{c-1,last} + B_{c,i}, with A, B computed for all chunks in parallel.
+    a_cum, b_cum = _chunk_prefixes(by_position(a), by_position(b))
 
     # Across chunks, sequentially: only the last state of each chunk is carried.
     def carry_across(h, ab_last):
@@ -221,8 +242,8 @@ def _chunked(a: jax.Array, b: jax.Array, h0: jax.Array | None, chunk_size: int) 
         return h_next, h
 
     start = jnp.zeros(b.shape[1:], b.dtype) if h0 is None else h0
-    _, h_starts = jax.lax.scan(carry_across, start, (a_cum[:, -1], b_cum[:, -1]))
-    hs = a_cum * h_starts[:, None] + b_cum
+    _, h_starts = jax.lax.scan(carry_across, start, (a_cum[-1], b_cum[-1]))
+    hs = jnp.swapaxes(a_cum * h_starts[None] + b_cum, 0, 1)
     hs = hs.reshape((num_chunks * chunk_size,) + hs.shape[2:])
     return hs[:num_steps]
 
@@ -267,8 +288,10 @@ def linear_scan(
       b: ``[time, ...]`` input term.
       h0: initial state ``[...]`` (zeros when ``None``).
       mode: ``"sequential"`` (``lax.scan``), ``"associative"`` (``lax.associative_scan`` over the affine-map
-        monoid ``(a_l, b_l) . (a_r, b_r) = (a_r a_l, a_r b_l + b_r)``), or ``"chunked"`` (associative within
-        chunks of ``chunk_size`` steps, sequential state passing across chunks). All modes compute the same
+        monoid ``(a_l, b_l) . (a_r, b_r) = (a_r a_l, a_r b_l + b_r)``), ``"chunked"`` (all chunks of
+        ``chunk_size`` steps at once, one step at a time, then sequential state passing across chunks), or ``"kernel"`` (the Pallas
+        kernel of :mod:`lrd.kernels`, with the adjoint recurrence as its gradient; interpreted, and slow, off
+        GPU). All modes compute the same
         function; they differ in depth, work and memory. ``"fft"`` (only for a time-invariant ``a``, no ``h0``, no
         truncation): the causal convolution ``h = (a^k)_k * b`` by FFT, ``O(T log T)`` work and no loop.
       probe: ``None`` or zeros ``[time, ...]`` added to each ``h_t``. Since ``h_t + p_t = a_t h_{t-1} + (b_t + p_t)``,
@@ -296,8 +319,11 @@ def linear_scan(
     # [T, B, ...]: the sequential scan closes over it, the parallel ones see it as [T, 1, ..., N].
     constant_a = a.ndim < len(shape) or a.shape[0] == 1 and num_steps > 1
     a = a.astype(dtype) if a.dtype != dtype else a
-    if constant_a and scan_mode is ScanMode.SEQUENTIAL:
+    keep_constant = constant_a and scan_mode in (ScanMode.SEQUENTIAL, ScanMode.KERNEL)
+    if keep_constant and scan_mode is ScanMode.SEQUENTIAL:
         a = jnp.reshape(a, (1,) * (len(shape) - a.ndim) + a.shape)[0]  # rank of one step
+    elif keep_constant:
+        a = jnp.reshape(a, (1,) * (len(shape) - a.ndim) + a.shape)[:1]  # [1, ..., N]
     else:
         a = jnp.reshape(a, (1,) * (len(shape) - a.ndim) + a.shape)
         a = jnp.broadcast_to(a, (num_steps,) + a.shape[1:])  # time axis only, size-1 axes kept
@@ -307,7 +333,6 @@ def linear_scan(
         raise ValueError(f"linear_scan: chunk_size must be an int >= 1, got {chunk_size!r}")
     if truncation is not None and (not isinstance(truncation, int) or truncation < 1):
         raise ValueError(f"linear_scan: truncation must be a positive int or None, got {truncation!r}")
-    sequential_constant = constant_a and scan_mode is ScanMode.SEQUENTIAL
     if scan_mode is ScanMode.FFT:
         if not constant_a:
             raise ValueError("linear_scan: mode='fft' needs a time-invariant a (no time axis of its own)")
@@ -318,14 +343,18 @@ def linear_scan(
     def run(a: jax.Array, b: jax.Array, h0: jax.Array | None) -> jax.Array:
         if scan_mode is ScanMode.SEQUENTIAL:
             start = jnp.zeros(b.shape[1:], b.dtype) if h0 is None else h0
-            return _sequential(a, b, start, unroll, sequential_constant)
+            return _sequential(a, b, start, unroll, keep_constant)
         if scan_mode is ScanMode.ASSOCIATIVE:
             return _associative(a, b, h0)
+        if scan_mode is ScanMode.KERNEL:
+            from lrd.kernels import diagonal_recurrence
+
+            return diagonal_recurrence(a, b, h0)
         return _chunked(a, b, h0, min(chunk_size, b.shape[0]))
 
     if truncation is None or truncation >= num_steps:
         return run(a, b, h0)
-    return _truncated(run, a, b, h0, truncation, sequential_constant)
+    return _truncated(run, a, b, h0, truncation, keep_constant)
 
 
 def _truncated(

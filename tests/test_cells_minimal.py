@@ -256,7 +256,7 @@ def test_bench_runs_every_scan_mode_once():
     [
         (
             {"scan_mode": "fast"},
-            "scan_mode='fast'.*allowed values: auto, sequential, associative, chunked, log_space",
+            "scan_mode='fast'.*allowed values: auto, sequential, associative, chunked, kernel, log_space",
         ),
         ({"scan_mode": "chunked", "chunk_size": 0}, "chunk_size=0: must be an int >= 1"),
         ({"chunk_size": 8}, "chunk_size=8: only scan_mode 'chunked' honours chunk_size"),

@@ -174,6 +174,7 @@ def test_each_flag_is_exactly_its_dotted_override(command, shorthand):
 def test_each_bench_flag_is_exactly_its_dotted_override(shorthand):
     values = {"--models": "lstm,gru", "--d-model": "8", "--seq-len": "64,128", "--batch-size": "4"}
     values |= {"--repeats": "3", "--warmup": "1", "--peer": "gru", "--seed": "2"}
+    values |= {"--suite": "scan", "--peers": "flax_lstm,scan_lstm"}
     value = values.get(shorthand.flag)
     flag_argv = [shorthand.flag] if value is None else [shorthand.flag, value]
     dotted_argv = [f"--{shorthand.key}", shorthand.constant if value is None else value]
@@ -249,9 +250,13 @@ def test_list_shows_the_options_of_every_mixer(capsys):
     assert "options: truncation=None, unroll=1, remat=False, forget_bias=1.0" in out  # lstm
     # the linear-scan layers; the time-invariant ones add fft; mlstm has its own forms
     assert (
-        "scan_mode: auto (default; sequential on this backend) | sequential | associative | chunked\n" in out
+        "scan_mode: auto (default; sequential on this backend) | sequential | associative | chunked | kernel\n"
+        in out
     )
-    assert "scan_mode: auto (default; fft on this backend) | sequential | associative | chunked | fft" in out
+    assert (
+        "scan_mode: auto (default; fft on this backend) | sequential | associative | chunked | kernel | fft"
+        in out
+    )
     assert "scan_mode: auto (default; chunked on this backend) | sequential | parallel | chunked" in out
     assert "chunk_size=None [scan_mode chunked]" in out
     assert "truncation=None [scan_mode sequential|associative]" in out  # linear attention

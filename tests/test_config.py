@@ -31,7 +31,7 @@ MALFORMED = [
     (["task.lag=100", "model.truncation=101"], "model.truncation=101 exceeds the sequence length 100"),
     (
         ["model.name=lru", "model.scan_mode=fast"],
-        "model.scan_mode='fast': unknown value; allowed values: auto, sequential, associative, chunked, fft (mixer 'lru')",
+        "model.scan_mode='fast': unknown value; allowed values: auto, sequential, associative, chunked, kernel, fft (mixer 'lru')",
     ),
     (["model.scan_mode=associative"], "model.scan_mode='associative' cannot be applied to mixer 'lstm'"),
     (
@@ -57,7 +57,7 @@ MALFORMED = [
     ),
     (
         ["model.name=mingru", "model.options.mingru.scan_mode=log_space", "model.truncation=5"],
-        "model.truncation=5: only scan_mode 'sequential' or 'associative' or 'chunked' honours truncation",
+        "model.truncation=5: only scan_mode 'sequential' or 'associative' or 'chunked' or 'kernel' honours truncation",
     ),
     (["model.name=lstm", "model.options.lstm.unroll=0"], "model.options.lstm.unroll=0: must be an int >= 1"),
     (
