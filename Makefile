@@ -19,7 +19,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadgroup --durations=20
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist load --durations=20
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -4,8 +4,12 @@
   :class:`lrd.errors.WorkdirError` naming the owner; a lock whose process is gone (same host, pid not alive: a
   ``kill -9``) is stale and taken over with a warning.
 * :class:`Watchdog`: if the run makes no progress for ``seconds``, every thread's Python stack is dumped to
-  ``workdir/stacks.txt`` (:mod:`faulthandler`, which works while the main thread is stuck inside native code); the
-  run is not stopped. A file left empty is removed at the end.
+  ``workdir/stacks.txt`` (again every ``seconds`` while the stall lasts); the run is not stopped. A file left empty
+  is removed at the end. The dump is taken by a Python thread holding the GIL (``sys._current_frames``), so it sees
+  a main thread waiting inside XLA (which releases the GIL) but not one spinning in native code that holds it. It
+  is not :func:`faulthandler.dump_traceback_later`: faulthandler's timer thread reads the other threads' frames
+  *without* the GIL, and with orbax's and execnet's threads running that read can crash the process (a test
+  worker died that way under CI).
 * :class:`StopSignals`: while active, SIGTERM (a cluster pre-emption) and SIGINT (Ctrl-C) only *request* a stop;
   the training loop checks :attr:`StopSignals.requested` after each evaluation chunk, checkpoints and stops. A second
   signal of the same kind stops at once, as before.
@@ -13,13 +17,15 @@
 
 from __future__ import annotations
 
-import faulthandler
 import json
+import math
 import os
 import signal
 import socket
+import sys
 import threading
 import time
+import traceback
 import warnings
 from pathlib import Path
 from typing import Any
@@ -139,25 +145,49 @@ class Watchdog:
     def __init__(self, workdir: str | Path, seconds: float):
         self.path = Path(workdir) / STACKS_NAME
         self.seconds = seconds
-        self._file = None
+        self._last_progress = time.monotonic()
+        self._stopped = threading.Event()
+        self._thread: threading.Thread | None = None
 
     def progress(self, *_: Any) -> None:
         """Restart the countdown (usable as a training callback)."""
-        if self._file is not None:
-            faulthandler.cancel_dump_traceback_later()
-            faulthandler.dump_traceback_later(self.seconds, repeat=True, file=self._file)
+        self._last_progress = time.monotonic()
+
+    def _dump(self, stalled_for: float) -> None:
+        names = {thread.ident: thread.name for thread in threading.enumerate()}
+        lines = [f"# no progress for {stalled_for:.1f} s at {time.strftime('%Y-%m-%d %H:%M:%S')}\n"]
+        for ident, frame in sys._current_frames().items():
+            if ident == threading.get_ident():
+                continue
+            lines.append(f"\nThread {ident:#x} ({names.get(ident, '?')}), most recent call last:\n")
+            lines.extend(traceback.format_stack(frame))
+        try:
+            with self.path.open("a") as file:
+                file.write("".join(lines))
+        except OSError as error:  # evidence is best effort; never take the run down
+            print(f"lrd: watchdog could not write {self.path}: {error}", file=sys.stderr)
+
+    def _watch(self) -> None:
+        dumped_at = -math.inf  # a stall is dumped once every `seconds`, not continuously
+        while True:
+            due = max(self._last_progress, dumped_at) + self.seconds
+            if self._stopped.wait(max(due - time.monotonic(), 0.0)):
+                return
+            now = time.monotonic()
+            if now >= max(self._last_progress, dumped_at) + self.seconds:
+                self._dump(now - self._last_progress)
+                dumped_at = now
 
     def __enter__(self) -> Watchdog:
         if self.seconds > 0:
-            self._file = self.path.open("a")
             self.progress()
+            self._thread = threading.Thread(target=self._watch, name="lrd-watchdog", daemon=True)
+            self._thread.start()
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        if self._file is None:
+        if self._thread is None:
             return
-        faulthandler.cancel_dump_traceback_later()
-        self._file.close()
-        self._file = None
-        if self.path.exists() and self.path.stat().st_size == 0:
-            self.path.unlink()
+        self._stopped.set()
+        self._thread.join()
+        self._thread = None
