@@ -553,6 +553,9 @@ def _format_value(value: Any) -> str:
     return repr(value) if isinstance(value, str) else str(value)
 
 
+PRECISION_OPTIONS = ("dtype", "param_dtype")
+
+
 def mixer_option_lines(name: str) -> list[str]:
     """``lrd list``'s description of the options of mixer ``name``: scan modes, then every option's default."""
     from lrd.cells.base import scan_modes
@@ -572,7 +575,7 @@ def mixer_option_lines(name: str) -> list[str]:
     only = dict(getattr(cls, "OPTION_SCAN_MODES", {}))
     options = []
     for option, value in defaults.items():
-        if option == "scan_mode":
+        if option in ("scan_mode", *PRECISION_OPTIONS):  # every mixer has these: `lrd list` states them once
             continue
         text = f"{option}={_format_value(value)}"
         if option in only and set(only[option]) != set(modes):
@@ -585,10 +588,16 @@ def mixer_option_lines(name: str) -> list[str]:
 
 def cmd_list(args: argparse.Namespace, extra: Sequence[str]) -> int:
     """``lrd list``: registered models with the options each accepts, and tasks with theirs."""
+    from lrd.cells.base import FLOAT_DTYPES, PARAM_DTYPES
     from lrd.registry import get_mixer, get_task, mixer_names, task_names
 
     indent = " " * 30
     print("models (set an option with --model.options.NAME.OPTION VALUE):")
+    print(
+        f"  every model: dtype={' | '.join(FLOAT_DTYPES)} (operands of the projections), "
+        f"param_dtype={' | '.join(PARAM_DTYPES)} (stored weights); default float32, also model-wide "
+        "(--model.dtype, --model.param_dtype)"
+    )
     for name in mixer_names():
         spec = get_mixer(name)
         print(f"  {name:<16} {spec.family:<10} {spec.description}")

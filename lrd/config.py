@@ -63,7 +63,8 @@ __all__ = [
 OPTIMIZERS = ("adam", "adamw")
 SETTINGS = ("bare", "block")  # the two model settings, see lrd.models
 NORMS = ("layernorm", "rmsnorm")
-MODEL_WIDE_OPTIONS = ("truncation", "scan_mode")  # model.* fields given to every mixer of the pattern
+PRECISION_FIELDS = ("dtype", "param_dtype")
+MODEL_WIDE_OPTIONS = ("truncation", "scan_mode", *PRECISION_FIELDS)  # given to every mixer of the pattern
 PRESET_DIR = Path(__file__).resolve().parent.parent / "experiments" / "configs"
 
 
@@ -131,6 +132,11 @@ class ModelConfig:
     ``options`` maps a mixer name to options of that mixer, e.g. ``{"rnn": {"spectral_radius": 0.9}}``; an entry
     there overrides a model-wide value for that mixer (``model.options.lstm.truncation`` truncates only the LSTM
     of an ``lstm+attention`` hybrid).
+
+    ``dtype`` / ``param_dtype`` (model-wide too, and for the model's own encoder, MLPs and embedding): the operand
+    dtype of the projection matmuls and the storage dtype of the weight matrices, ``"float32"`` (default) or
+    ``"bfloat16"`` (``dtype`` also ``"float16"``). Products accumulate in float32; states, gates, decays, norms,
+    the readout and the loss stay float32 (see :mod:`lrd.cells.base`).
     """
 
     name: str = "lstm"
@@ -141,6 +147,8 @@ class ModelConfig:
     mlp_ratio: int = 4
     truncation: int | None = None
     scan_mode: str | None = None
+    dtype: str = "float32"
+    param_dtype: str = "float32"
     options: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
 
     @property
@@ -165,6 +173,10 @@ class ModelConfig:
             _positive_int("model.truncation", self.truncation)
         if self.scan_mode is not None and not isinstance(self.scan_mode, str):
             raise ConfigError(f"model.scan_mode must be a name or None, got {self.scan_mode!r}")
+        from lrd.cells.base import FLOAT_DTYPES, PARAM_DTYPES
+
+        _choice("model.dtype", self.dtype, FLOAT_DTYPES)
+        _choice("model.param_dtype", self.param_dtype, PARAM_DTYPES)
         _mapping("model.options", self.options)
         for mixer, options in self.options.items():
             if mixer not in self.mixers:
@@ -189,8 +201,8 @@ class ModelConfig:
             resolved: dict[str, Any] = {}
             for field in MODEL_WIDE_OPTIONS:
                 value = getattr(self, field)
-                if value is None:
-                    continue
+                if value is None or (field in PRECISION_FIELDS and value == "float32"):
+                    continue  # unset (the precision fields: the mixers' own default)
                 if field not in defaults:
                     accepting = [n for n in mixer_names() if field in mixer_defaults(n)]
                     raise ConfigError(
@@ -241,6 +253,8 @@ class ModelConfig:
             mixer_options=self.mixer_options(),
             norm=self.norm,
             mlp_ratio=self.mlp_ratio,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
         )
 
 

@@ -31,16 +31,24 @@ INPUT_KINDS = ("real", "tokens")
 __all__ = ["SequenceModel", "SETTINGS", "NORMS", "build_model", "count_params"]
 
 
+def _dense(features: int, name: str, dtype: str, param_dtype: str) -> nn.Dense:
+    """``nn.Dense`` with operands in ``dtype`` (float32 default), weights stored in ``param_dtype``."""
+    return nn.Dense(features, name=name, dtype=jnp.dtype(dtype), param_dtype=jnp.dtype(param_dtype))
+
+
 class MLP(nn.Module):
-    """Position-wise ``Dense(ratio * d) -> GELU -> Dense(d)``."""
+    """Position-wise ``Dense(ratio * d) -> GELU -> Dense(d)`` (operands in ``dtype``, result float32)."""
 
     ratio: int = 4
+    dtype: str = "float32"
+    param_dtype: str = "float32"
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         width = x.shape[-1]
-        x = nn.Dense(self.ratio * width, name="up")(x)
-        return nn.Dense(width, name="down")(nn.gelu(x))
+        x = _dense(self.ratio * width, "up", self.dtype, self.param_dtype)(x)
+        x = _dense(width, "down", self.dtype, self.param_dtype)(nn.gelu(x))
+        return x.astype(jnp.float32)
 
 
 def _norm(kind: str, name: str) -> nn.Module:
@@ -62,6 +70,8 @@ class SequenceModel(nn.Module):
         :meth:`lrd.config.ModelConfig.mixer_options`, e.g. ``{"lstm": {"forget_bias": 1.0, "truncation": 50}}``.
       norm: ``"layernorm"`` or ``"rmsnorm"`` (block setting).
       mlp_ratio: MLP expansion in the block setting (0 disables the MLP sublayer).
+      dtype, param_dtype: operand dtype of the encoder's and MLPs' matmuls and storage dtype of their weights and
+        the embedding (the mixers get theirs in ``mixer_options``); norms, readout and residual stream are float32.
     """
 
     mixers: tuple[str, ...]
@@ -74,6 +84,8 @@ class SequenceModel(nn.Module):
     mixer_options: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
     norm: str = "layernorm"
     mlp_ratio: int = 4
+    dtype: str = "float32"
+    param_dtype: str = "float32"
 
     def _mixer(self, layer: int) -> nn.Module:
         name = self.mixers[layer % len(self.mixers)]
@@ -89,13 +101,16 @@ class SequenceModel(nn.Module):
             return nn.Dense(self.output_dim, name="readout")(x)
 
         if self.input_kind == "tokens":
-            x = nn.Embed(self.vocab_size, self.hidden_size, name="embed")(inputs)
+            embed = nn.Embed(
+                self.vocab_size, self.hidden_size, name="embed", param_dtype=jnp.dtype(self.param_dtype)
+            )
+            x = embed(inputs).astype(jnp.float32)
         else:
-            x = nn.Dense(self.hidden_size, name="encoder")(inputs)
+            x = _dense(self.hidden_size, "encoder", self.dtype, self.param_dtype)(inputs).astype(jnp.float32)
         for layer in range(self.num_layers):
             x = x + self._mixer(layer)(_norm(self.norm, f"layer{layer}_norm_mixer")(x))
             if self.mlp_ratio:
-                x = x + MLP(self.mlp_ratio, name=f"layer{layer}_mlp")(
+                x = x + MLP(self.mlp_ratio, self.dtype, self.param_dtype, name=f"layer{layer}_mlp")(
                     _norm(self.norm, f"layer{layer}_norm_mlp")(x)
                 )
         x = _norm(self.norm, "final_norm")(x)
@@ -114,6 +129,8 @@ def build_model(
     scan_mode: str | None = None,
     norm: str = "layernorm",
     mlp_ratio: int = 4,
+    dtype: str = "float32",
+    param_dtype: str = "float32",
 ) -> SequenceModel:
     """A :class:`SequenceModel` whose input and output sizes match ``task``: ``ModelConfig(...).build(task)``.
 
@@ -129,6 +146,8 @@ def build_model(
         setting=setting,
         norm=norm,
         mlp_ratio=mlp_ratio,
+        dtype=dtype,
+        param_dtype=param_dtype,
         truncation=truncation,
         scan_mode=scan_mode,
         options=dict(mixer_options or {}),

@@ -95,7 +95,7 @@ MALFORMED = [
         ["modle.hidden_size=3"],
         "must start with a section; allowed values: model, task, optim, run, search, bench, diagnostics",
     ),
-    (["model.hiden_size=3"], "model.hiden_size is not a field; allowed values: hidden_size"),
+    (["model.hiden_size=3"], "model.hiden_size is not a field; allowed values: dtype, hidden_size"),
     (["model.hidden_size"], "must look like section.field=value"),
 ]
 

@@ -19,6 +19,13 @@ computes the same function (the tests check it), only cost differs. :func:`scan_
 ``chunk_size`` with a sequential scan, ``truncation`` with a quadratic form); :attr:`Mixer.OPTION_SCAN_MODES`
 declares which scan modes honour which option. Modules call ``self.check()`` first thing in ``__call__``, and
 :class:`lrd.config.ModelConfig` calls it before any compute.
+
+**Precision.** Every mixer has ``dtype`` (the operand dtype of its projection matmuls: ``"bfloat16"`` lets a GPU
+use tensor cores) and ``param_dtype`` (the storage dtype of its weight matrices). Whatever they are, products
+accumulate in float32 and come out float32 (``preferred_element_type``), and the state, gates, decays and every
+recurrence run in float32: a decay of 0.999 is 1.0 in bfloat16 (spacing 2^-8 near 1), so the recurrence's own
+parameters (eigenvalues, step sizes, decay rates) and biases are always stored in float32. Projections go through
+:meth:`Mixer.weight` and :func:`affine` / :func:`dense` / :func:`project`, which apply both fields.
 """
 
 from __future__ import annotations
@@ -40,6 +47,8 @@ from lrd.scan import bptt_scan
 PROBE_COLLECTION = "probes"
 INTERMEDIATES = "intermediates"
 DEFAULT_CHUNK_SIZE = 64
+FLOAT_DTYPES = ("float32", "bfloat16", "float16")  # operand dtypes of the projection matmuls
+PARAM_DTYPES = ("float32", "bfloat16")  # storage dtypes of the weight matrices
 
 __all__ = [
     "PROBE_COLLECTION",
@@ -53,6 +62,10 @@ __all__ = [
     "probe_variable",
     "affine",
     "dense",
+    "project",
+    "operand_dtype",
+    "FLOAT_DTYPES",
+    "PARAM_DTYPES",
     "to_time_major",
     "to_batch_major",
     "recurrent_initializer",
@@ -76,6 +89,8 @@ class Mixer(nn.Module):
 
     Attributes:
       hidden_size: width of the output (and of the state, for most mixers).
+      dtype: operand dtype of the projection matmuls (float32 accumulation and result); see the module docstring.
+      param_dtype: storage dtype of the weight matrices (the recurrence's own parameters stay float32).
 
     Class attributes (declared once per class, read by the config, ``lrd list``, ``lrd bench`` and the tests):
       SCAN_MODES: the values of the field ``scan_mode``, equivalent algorithms for the same function; empty for a
@@ -91,6 +106,8 @@ class Mixer(nn.Module):
     """
 
     hidden_size: int
+    dtype: str = "float32"
+    param_dtype: str = "float32"
 
     SCAN_MODES: ClassVar[tuple[str, ...]] = ()
     OPTION_SCAN_MODES: ClassVar[Mapping[str, tuple[str, ...]]] = {}
@@ -183,6 +200,8 @@ class Mixer(nn.Module):
         Subclasses extend it (calling ``super().check()`` first) with their own fields.
         """
         self.require_int("hidden_size")
+        self.require_choice("dtype", FLOAT_DTYPES)
+        self.require_choice("param_dtype", PARAM_DTYPES)
         if self.SCAN_MODES:
             self.require_choice(
                 "scan_mode", ("auto", *self.SCAN_MODES) if self.AUTO_SCAN_MODES else self.SCAN_MODES
@@ -198,6 +217,15 @@ class Mixer(nn.Module):
                     f"only scan_mode {' or '.join(repr(m) for m in modes)} honours {option}, and this mixer "
                     f"runs {runs}; leave {option} at {defaults[option]!r} or set scan_mode",
                 )
+
+    # -- precision -------------------------------------------------------------------------------------------
+
+    def weight(self, name: str, init: Callable, shape: tuple[int, ...]) -> jax.Array:
+        """A weight matrix ``name`` (``init(key, shape)``), stored in ``param_dtype``. Use it through
+        :func:`affine` / :func:`project` with ``dtype=self.dtype``; a recurrent matrix multiplied by the float32
+        state stays a float32 product."""
+        dtype = jnp.dtype(self.param_dtype)
+        return self.param(name, lambda key, shape: jnp.asarray(init(key, shape), dtype), shape)
 
     @nn.nowrap
     def effective_scan_mode(self) -> str | None:
@@ -269,8 +297,8 @@ class RecurrentCell(Mixer):
         108 ms, interleaved medians; the slicing of the hoisted ``[T, B, 4H]`` array into gates is what costs).
         """
         if jax.default_backend() != "cpu":
-            return affine(x, kernel, bias, time_major=True), lambda xw_t: xw_t
-        return to_time_major(x), lambda x_t: affine(x_t, kernel, bias)
+            return affine(x, kernel, bias, time_major=True, dtype=self.dtype), lambda xw_t: xw_t
+        return to_time_major(x), lambda x_t: affine(x_t, kernel, bias, dtype=self.dtype)
 
     def recur(
         self,
@@ -377,10 +405,36 @@ def probe_variable(module: nn.Module, like: Any, num_steps: int, name: str = "st
     return module.variable(PROBE_COLLECTION, name, zeros).value
 
 
-def affine(
-    x: jax.Array, kernel: jax.Array, bias: jax.Array | None = None, *, time_major: bool = False
+def operand_dtype(dtype: str | None) -> Any:
+    """The dtype operands are cast to for a mixer's ``dtype``: ``None`` for ``None`` / ``"float32"`` (no cast)."""
+    return None if dtype in (None, "float32") else jnp.dtype(dtype)
+
+
+def project(
+    x: jax.Array, kernel: jax.Array, dtype: str | None = None, equation: str | None = None
 ) -> jax.Array:
-    """``x W + b`` for every step at once: ``[batch, time, d_in] -> [batch, time, features]``.
+    """``x @ kernel`` (or ``einsum(equation, x, kernel)``) with both operands in ``dtype`` (``None`` or
+    ``"float32"``: as given, so float64 stays float64), accumulated and returned in float32 or wider: the one
+    place the projections' precision is set."""
+    dtype = operand_dtype(dtype)
+    if dtype is not None:
+        x, kernel = x.astype(dtype), kernel.astype(dtype)
+    out_dtype = jnp.promote_types(jnp.result_type(x, kernel), jnp.float32)
+    if equation is None:
+        return jnp.matmul(x, kernel, preferred_element_type=out_dtype)
+    return jnp.einsum(equation, x, kernel, preferred_element_type=out_dtype)
+
+
+def affine(
+    x: jax.Array,
+    kernel: jax.Array,
+    bias: jax.Array | None = None,
+    *,
+    time_major: bool = False,
+    dtype: str | None = None,
+) -> jax.Array:
+    """``x W + b`` for every step at once: ``[batch, time, d_in] -> [batch, time, features]``, the product by
+    :func:`project` (operands in ``dtype``, float32 result).
 
     With ``time_major=True`` the result is ``[time, batch, features]``, the layout the scans want: ``x`` is
     transposed *before* the matmul so that XLA emits a plain 2-D GEMM (an einsum writing the transposed layout
@@ -388,7 +442,7 @@ def affine(
     """
     if time_major:
         x = jnp.swapaxes(x, 0, 1)
-    y = x @ kernel
+    y = project(x, kernel, dtype)
     return y if bias is None else y + bias
 
 
@@ -402,13 +456,13 @@ def dense(
     bias_init: Callable | None = None,
     time_major: bool = False,
 ) -> jax.Array:
-    """:func:`affine` with parameters ``{name}_kernel: [d_in, features]`` (LeCun normal) and ``{name}_bias``
-    (``bias_init``, default zeros), created in that order."""
-    kernel = module.param(f"{name}_kernel", nn.initializers.lecun_normal(), (x.shape[-1], features))
+    """:func:`affine` with parameters ``{name}_kernel: [d_in, features]`` (LeCun normal, :meth:`Mixer.weight`)
+    and ``{name}_bias`` (``bias_init``, default zeros; float32), created in that order, in ``module.dtype``."""
+    kernel = module.weight(f"{name}_kernel", nn.initializers.lecun_normal(), (x.shape[-1], features))
     offset = None
     if bias:
         offset = module.param(f"{name}_bias", bias_init or nn.initializers.zeros_init(), (features,))
-    return affine(x, kernel, offset, time_major=time_major)
+    return affine(x, kernel, offset, time_major=time_major, dtype=module.dtype)
 
 
 def uniform_initializer(low: float, high: float) -> Callable:

@@ -178,9 +178,9 @@ class ElmanRNN(RecurrentCell):
         self.check()
         act = _activation(self.activation)
         h_size = self.hidden_size
-        input_kernel = self.param("input_kernel", nn.initializers.lecun_normal(), (x.shape[-1], h_size))
+        input_kernel = self.weight("input_kernel", nn.initializers.lecun_normal(), (x.shape[-1], h_size))
         bias = self.param("bias", nn.initializers.zeros_init(), (h_size,))
-        recurrent_kernel = self.param(
+        recurrent_kernel = self.weight(
             "recurrent_kernel",
             recurrent_initializer(self.recurrent_init, self.spectral_radius),
             (h_size, h_size),
@@ -220,8 +220,8 @@ class LSTM(RecurrentCell):
     def __call__(self, x: jax.Array) -> jax.Array:
         self.check()
         h_size = self.hidden_size
-        input_kernel = self.param("input_kernel", nn.initializers.lecun_normal(), (x.shape[-1], 4 * h_size))
-        recurrent_kernel = self.param(
+        input_kernel = self.weight("input_kernel", nn.initializers.lecun_normal(), (x.shape[-1], 4 * h_size))
+        recurrent_kernel = self.weight(
             "recurrent_kernel", gate_blocks_initializer(nn.initializers.orthogonal(), 4), (h_size, 4 * h_size)
         )
 
@@ -248,9 +248,9 @@ class GRU(RecurrentCell):
     def __call__(self, x: jax.Array) -> jax.Array:
         self.check()
         h_size = self.hidden_size
-        input_kernel = self.param("input_kernel", nn.initializers.lecun_normal(), (x.shape[-1], 3 * h_size))
+        input_kernel = self.weight("input_kernel", nn.initializers.lecun_normal(), (x.shape[-1], 3 * h_size))
         input_bias = self.param("input_bias", nn.initializers.zeros_init(), (3 * h_size,))
-        recurrent_kernel = self.param(
+        recurrent_kernel = self.weight(
             "recurrent_kernel", gate_blocks_initializer(nn.initializers.orthogonal(), 3), (h_size, 3 * h_size)
         )
         recurrent_bias = self.param("recurrent_bias", nn.initializers.zeros_init(), (3 * h_size,))
@@ -329,7 +329,7 @@ class IndRNN(RecurrentCell):
         self.check()
         act = _activation(self.activation)
         h_size = self.hidden_size
-        input_kernel = self.param("input_kernel", nn.initializers.lecun_normal(), (x.shape[-1], h_size))
+        input_kernel = self.weight("input_kernel", nn.initializers.lecun_normal(), (x.shape[-1], h_size))
         bias = self.param("bias", nn.initializers.zeros_init(), (h_size,))
         recurrent_weight = self.param(
             "recurrent_weight",

@@ -68,7 +68,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from lrd.cells.base import DEFAULT_CHUNK_SIZE, RecurrentCell, to_batch_major, to_time_major
+from lrd.cells.base import DEFAULT_CHUNK_SIZE, RecurrentCell, project, to_batch_major, to_time_major
 from lrd.registry import register_mixer
 from lrd.scan import bptt_scan
 
@@ -263,7 +263,7 @@ class SLSTM(RecurrentCell):
         self.check()
         h_size = self.hidden_size
         head_dim = h_size // self.num_heads
-        input_kernel = self.param("input_kernel", nn.initializers.lecun_normal(), (x.shape[-1], 4 * h_size))
+        input_kernel = self.weight("input_kernel", nn.initializers.lecun_normal(), (x.shape[-1], 4 * h_size))
         forget = _linspace_init(self.forget_bias_min, self.forget_bias_max)
 
         def bias_init(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
@@ -274,7 +274,7 @@ class SLSTM(RecurrentCell):
             return bias.at[h_size : 2 * h_size].set(forget_bias)
 
         bias = self.param("bias", bias_init, (4 * h_size,))
-        recurrent_kernel = self.param(
+        recurrent_kernel = self.weight(
             "recurrent_kernel", _slstm_recurrent_init, (self.num_heads, head_dim, 4, head_dim)
         )
         xs, project = self.project_inputs(x, input_kernel, bias)
@@ -528,25 +528,25 @@ class MLSTM(RecurrentCell):
         init = nn.initializers.lecun_normal(in_axis=0, out_axis=(1, 2))
         projected = []
         for name in ("query", "key", "value"):
-            kernel = self.param(f"{name}_kernel", init, (d_in, heads, head_dim))
+            kernel = self.weight(f"{name}_kernel", init, (d_in, heads, head_dim))
             bias = self.param(f"{name}_bias", nn.initializers.zeros_init(), (heads, head_dim))
-            projected.append(jnp.einsum("btd,dhk->bthk", x, kernel) + bias)
+            projected.append(project(x, kernel, self.dtype, "btd,dhk->bthk") + bias)
         q, k, v = projected
         k = k / math.sqrt(head_dim)
-        gate_kernel = self.param("gate_kernel", init, (d_in, 2, heads))
+        gate_kernel = self.weight("gate_kernel", init, (d_in, 2, heads))
         forget = _linspace_init(self.forget_bias_min, self.forget_bias_max)
 
         def gate_bias_init(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
             return jnp.stack([jnp.full((heads,), self.input_bias, dtype), forget(key, (heads,), dtype)])
 
         gate_bias = self.param("gate_bias", gate_bias_init, (2, heads))
-        gates = jnp.einsum("btd,dgh->btgh", x, gate_kernel) + gate_bias
+        gates = project(x, gate_kernel, self.dtype, "btd,dgh->btgh") + gate_bias
         i_tilde, log_f = gates[:, :, 0], jax.nn.log_sigmoid(gates[:, :, 1])
-        output_kernel = self.param(
+        output_kernel = self.weight(
             "output_gate_kernel", nn.initializers.lecun_normal(), (d_in, self.hidden_size)
         )
         output_bias = self.param("output_gate_bias", nn.initializers.zeros_init(), (self.hidden_size,))
-        o = jax.nn.sigmoid(x @ output_kernel + output_bias)
+        o = jax.nn.sigmoid(project(x, output_kernel, self.dtype) + output_bias)
 
         self.record("forget_gate", lambda: jnp.exp(log_f))  # [batch, time, heads]
         probe = self.probe(_mlstm_state_example(q), x.shape[1])

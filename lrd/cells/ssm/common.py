@@ -9,7 +9,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from lrd.cells.base import dense, uniform_initializer
+from lrd.cells.base import dense, operand_dtype, project, uniform_initializer
 
 __all__ = [
     "to_width",
@@ -22,6 +22,8 @@ __all__ = [
     "log_uniform_initializer",
     "inverse_softplus",
     "check_time_scales",
+    "real_times_complex",
+    "real_part_of_product",
 ]
 
 
@@ -60,6 +62,22 @@ def zoh(lam: jax.Array, step: jax.Array) -> tuple[jax.Array, jax.Array]:
     """
     lam_bar = jnp.exp(lam * step)
     return lam_bar, (lam_bar - 1.0) / lam
+
+
+def real_times_complex(u: jax.Array, w: jax.Array, dtype: str | None = None) -> jax.Array:
+    """``u @ w`` for a real ``u`` and a complex ``w``; with a narrow ``dtype``, as two real products (there is no
+    bfloat16 complex) in that operand dtype, accumulated in float32."""
+    if operand_dtype(dtype) is None:
+        return u.astype(w.dtype) @ w
+    return jax.lax.complex(project(u, jnp.real(w), dtype), project(u, jnp.imag(w), dtype))
+
+
+def real_part_of_product(h: jax.Array, w: jax.Array, dtype: str | None = None) -> jax.Array:
+    """``Re(h @ w)`` for complex ``h`` and ``w``; with a narrow ``dtype``, as ``Re h Re w - Im h Im w`` in that
+    operand dtype, accumulated in float32."""
+    if operand_dtype(dtype) is None:
+        return jnp.real(h @ w)
+    return project(jnp.real(h), jnp.real(w), dtype) - project(jnp.imag(h), jnp.imag(w), dtype)
 
 
 def complex_from_parts(re: jax.Array, im: jax.Array) -> jax.Array:

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lrd.cells.base import LinearRecurrentLayer, normal_initializer, to_batch_major, to_time_major
-from lrd.cells.ssm.common import complex_from_parts, to_width
+from lrd.cells.ssm.common import complex_from_parts, real_part_of_product, real_times_complex, to_width
 from lrd.registry import register_mixer
 from lrd.scan import SCAN_MODES as SCAN_MODES_WITH_TRUNCATION
 from lrd.scan import TIME_INVARIANT_SCAN_MODES, linear_scan
@@ -52,6 +52,7 @@ def lru(
     gamma_log: jax.Array | None = None,
     *,
     probe: jax.Array | None = None,
+    dtype: str | None = None,
     **scan_options: Any,
 ) -> jax.Array:
     """The Linear Recurrent Unit (Orvieto et al. 2023, Sec. 3 and Appendix A).
@@ -66,6 +67,7 @@ def lru(
       B: ``complex64[H, N]`` (input-major), C: ``complex64[N, H]``, D: ``float32[H]``.
       gamma_log: ``None`` or ``float32[N]``.
       probe: ``None`` or ``complex64[time, batch, N]``.
+      dtype: operand dtype of the two projections ``B u`` and ``C x`` (``None``: float32, as given).
       scan_options: keyword arguments of :func:`lrd.scan.linear_scan` (``mode``, ``chunk_size``,
         ``truncation``).
 
@@ -75,9 +77,9 @@ def lru(
     lam = lru_lambda(nu_log, theta_log)
     # 1 - |lambda|^2 = 1 - exp(-2 exp(nu)), computed without cancellation near the unit circle.
     gamma = jnp.sqrt(-jnp.expm1(-2.0 * jnp.exp(nu_log))) if gamma_log is None else jnp.exp(gamma_log)
-    bu = to_time_major(u.astype(B.dtype) @ (B * gamma))
+    bu = to_time_major(real_times_complex(u, B * gamma, dtype))
     h = linear_scan(lam, bu, probe=probe, **scan_options)
-    return jnp.real(to_batch_major(h) @ C) + D * u
+    return real_part_of_product(to_batch_major(h), C, dtype) + D * u
 
 
 @register_mixer(
@@ -144,12 +146,12 @@ class LRU(LinearRecurrentLayer):
         theta_log = self.param("theta_log", lambda key: ring(key)[1])
         b_std, c_std = 1.0 / math.sqrt(2 * width), 1.0 / math.sqrt(size)
         B = complex_from_parts(
-            self.param("B_re", normal_initializer(b_std), (width, size)),
-            self.param("B_im", normal_initializer(b_std), (width, size)),
+            self.weight("B_re", normal_initializer(b_std), (width, size)).astype(jnp.float32),
+            self.weight("B_im", normal_initializer(b_std), (width, size)).astype(jnp.float32),
         )
         C = complex_from_parts(
-            self.param("C_re", normal_initializer(c_std), (size, width)),
-            self.param("C_im", normal_initializer(c_std), (size, width)),
+            self.weight("C_re", normal_initializer(c_std), (size, width)).astype(jnp.float32),
+            self.weight("C_im", normal_initializer(c_std), (size, width)).astype(jnp.float32),
         )
         D = self.param("D", normal_initializer(1.0), (width,))
         gamma_log = None
@@ -160,4 +162,6 @@ class LRU(LinearRecurrentLayer):
                 lambda _key: 0.5 * jnp.log(-jnp.expm1(-2.0 * jnp.exp(nu_log))),
             )
         probe = self.probe(jnp.zeros((x.shape[0], size), jnp.complex64), x.shape[1])
-        return lru(u, nu_log, theta_log, B, C, D, gamma_log, probe=probe, **self.scan_options())
+        return lru(
+            u, nu_log, theta_log, B, C, D, gamma_log, probe=probe, dtype=self.dtype, **self.scan_options()
+        )

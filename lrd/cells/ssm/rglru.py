@@ -9,7 +9,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from lrd.cells.base import LinearRecurrentLayer, dense, to_batch_major, to_time_major
+from lrd.cells.base import LinearRecurrentLayer, dense, project, to_batch_major, to_time_major
 from lrd.cells.ssm.common import causal_depthwise_conv, conv_params, to_width
 from lrd.registry import register_mixer
 from lrd.scan import linear_scan
@@ -61,6 +61,7 @@ def rglru(
     *,
     c: float = 8.0,
     probe: jax.Array | None = None,
+    dtype: str | None = None,
     **scan_options: Any,
 ) -> jax.Array:
     """The Real-Gated Linear Recurrent Unit (Griffin, De et al. 2024, Sec. 2.4, eqs. 1-4):
@@ -75,12 +76,15 @@ def rglru(
     Args:
       v: ``float32[batch, time, H]``; gate kernels ``[H, H]`` and biases ``[H]``; Lambda: ``[H]``;
       probe: ``None`` or ``float32[time, batch, H]``.
+      dtype: operand dtype of the two gate projections (``None``: float32, as given).
       scan_options: keyword arguments of :func:`lrd.scan.linear_scan`.
 
     Returns:
       ``h: float32[batch, time, H]``.
     """
-    a, b = rglru_coefficients(v, gate_a_kernel, gate_a_bias, gate_x_kernel, gate_x_bias, Lambda, c=c)
+    a, b = rglru_coefficients(
+        v, gate_a_kernel, gate_a_bias, gate_x_kernel, gate_x_bias, Lambda, c=c, dtype=dtype
+    )
     h = linear_scan(to_time_major(a), to_time_major(b), probe=probe, **scan_options)
     return to_batch_major(h)
 
@@ -94,10 +98,11 @@ def rglru_coefficients(
     Lambda: jax.Array,
     *,
     c: float = 8.0,
+    dtype: str | None = None,
 ) -> tuple[jax.Array, jax.Array]:
     """``(a_t, sqrt(1 - a_t^2) i_t v_t)``, both ``float32[batch, time, H]``: the recurrence of :func:`rglru`."""
-    r = jax.nn.sigmoid(v @ gate_a_kernel + gate_a_bias)
-    i = jax.nn.sigmoid(v @ gate_x_kernel + gate_x_bias)
+    r = jax.nn.sigmoid(project(v, gate_a_kernel, dtype) + gate_a_bias)
+    i = jax.nn.sigmoid(project(v, gate_x_kernel, dtype) + gate_x_bias)
     log_a = -c * r * jax.nn.softplus(-Lambda)
     return jnp.exp(log_a), sqrt_bounded_derivative(-jnp.expm1(2.0 * log_a)) * (i * v)
 
@@ -157,9 +162,9 @@ class RGLRU(LinearRecurrentLayer):
                 v = causal_depthwise_conv(v, *conv_params(self, width, self.conv_width))
         else:
             v = to_width(self, x, width)
-        gate_a_kernel = self.param("gate_a_kernel", nn.initializers.lecun_normal(), (width, width))
+        gate_a_kernel = self.weight("gate_a_kernel", nn.initializers.lecun_normal(), (width, width))
         gate_a_bias = self.param("gate_a_bias", nn.initializers.zeros_init(), (width,))
-        gate_x_kernel = self.param("gate_x_kernel", nn.initializers.lecun_normal(), (width, width))
+        gate_x_kernel = self.weight("gate_x_kernel", nn.initializers.lecun_normal(), (width, width))
         gate_x_bias = self.param("gate_x_bias", nn.initializers.zeros_init(), (width,))
         Lambda = self.param(
             "Lambda",
@@ -167,9 +172,11 @@ class RGLRU(LinearRecurrentLayer):
             (width,),
         )
         weights = (gate_a_kernel, gate_a_bias, gate_x_kernel, gate_x_bias, Lambda)
-        self.record("decay", lambda: rglru_coefficients(v, *weights, c=self.c)[0])  # a_t: [batch, time, H]
+        self.record(
+            "decay", lambda: rglru_coefficients(v, *weights, c=self.c, dtype=self.dtype)[0]
+        )  # a_t: [batch, time, H]
         probe = self.probe(jnp.zeros((x.shape[0], width), jnp.float32), x.shape[1])
-        h = rglru(v, *weights, c=self.c, probe=probe, **self.scan_options())
+        h = rglru(v, *weights, c=self.c, probe=probe, dtype=self.dtype, **self.scan_options())
         if not self.block:
             return h
         return dense(self, h * gate, self.hidden_size, "out_proj")

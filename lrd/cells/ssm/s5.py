@@ -18,6 +18,8 @@ from lrd.cells.ssm.common import (
     complex_from_parts,
     log_uniform_initializer,
     pairs,
+    real_part_of_product,
+    real_times_complex,
     to_width,
     unpair,
     zoh,
@@ -79,6 +81,7 @@ def s5(
     *,
     max_real: float | None = -1e-4,
     probe: jax.Array | None = None,
+    dtype: str | None = None,
     **scan_options: Any,
 ) -> jax.Array:
     """S5: one multi-input multi-output diagonal SSM shared by all channels (Smith et al. 2023, Sec. 3).
@@ -93,6 +96,7 @@ def s5(
       u: ``float32[batch, time, H]``; Lambda_re, Lambda_im, log_step: ``[P/2]``; B: ``complex64[H, P/2]``
       (input-major ``B~^T``); C: ``complex64[P/2, H]`` (``C~^T``); D: ``float32[H]``;
       probe: ``None`` or ``complex64[time, batch, P/2]``.
+      dtype: operand dtype of the two projections (``None``: float32, as given).
       scan_options: keyword arguments of :func:`lrd.scan.linear_scan`.
 
     Returns:
@@ -101,9 +105,9 @@ def s5(
     re = Lambda_re if max_real is None else jnp.minimum(Lambda_re, max_real)
     lam = complex_from_parts(re, Lambda_im)
     lam_bar, b_scale = zoh(lam, jnp.exp(log_step))
-    bu = to_time_major(u.astype(B.dtype) @ (B * b_scale))  # [T, B, P/2]
+    bu = to_time_major(real_times_complex(u, B * b_scale, dtype))  # [T, B, P/2]
     h = linear_scan(lam_bar, bu, probe=probe, **scan_options)
-    return 2.0 * jnp.real(to_batch_major(h) @ C) + D * u
+    return 2.0 * real_part_of_product(to_batch_major(h), C, dtype) + D * u
 
 
 @register_mixer(
@@ -187,8 +191,8 @@ class S5(LinearRecurrentLayer):
             ) / math.sqrt(size)
             return pairs((c @ v).T)
 
-        B = unpair(self.param("B", b_tilde, (width, half, 2)))
-        C = unpair(self.param("C", c_tilde, (half, width, 2)))
+        B = unpair(self.weight("B", b_tilde, (width, half, 2)).astype(jnp.float32))
+        C = unpair(self.weight("C", c_tilde, (half, width, 2)).astype(jnp.float32))
         D = self.param("D", normal_initializer(1.0), (width,))
         probe = self.probe(jnp.zeros((x.shape[0], half), jnp.complex64), x.shape[1])
         return s5(
@@ -201,5 +205,6 @@ class S5(LinearRecurrentLayer):
             D,
             max_real=MAX_REAL if self.clip_eigs else None,
             probe=probe,
+            dtype=self.dtype,
             **self.scan_options(),
         )

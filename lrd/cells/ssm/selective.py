@@ -10,7 +10,14 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from lrd.cells.base import LinearRecurrentLayer, dense, to_batch_major, to_time_major, uniform_initializer
+from lrd.cells.base import (
+    LinearRecurrentLayer,
+    dense,
+    project,
+    to_batch_major,
+    to_time_major,
+    uniform_initializer,
+)
 from lrd.cells.ssm.common import (
     causal_depthwise_conv,
     check_time_scales,
@@ -188,14 +195,14 @@ class SelectiveSSM(LinearRecurrentLayer):
             dense(self, u, rank + 2 * n, "x_proj", bias=False), [rank, rank + n], axis=-1
         )
         bound = rank**-0.5
-        dt_kernel = self.param("dt_proj_kernel", uniform_initializer(-bound, bound), (rank, inner))
+        dt_kernel = self.weight("dt_proj_kernel", uniform_initializer(-bound, bound), (rank, inner))
 
         def dt_bias_init(key, shape, dtype=jnp.float32):
             dt = jnp.exp(log_uniform_initializer(self.dt_min, self.dt_max)(key, shape, dtype))
             return inverse_softplus(jnp.maximum(dt, self.dt_init_floor))
 
         dt_bias = self.param("dt_bias", dt_bias_init, (inner,))
-        delta = jax.nn.softplus(delta_low @ dt_kernel + dt_bias)
+        delta = jax.nn.softplus(project(delta_low, dt_kernel, self.dtype) + dt_bias)
         A_log = self.param(
             "A_log",
             lambda _key, shape: jnp.broadcast_to(jnp.log(jnp.arange(1, n + 1, dtype=jnp.float32)), shape),
