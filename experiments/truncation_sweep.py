@@ -54,7 +54,7 @@ def sweep_configs(root: Path, *, smoke: bool = False) -> dict[str, object]:
                     "eval_batch_size": 32 if smoke else 512,
                 },
                 search={
-                    "sweep": (30, 60) if smoke else (30, 50, 100, 200, 400),
+                    "sweep": (30,) if smoke else (30, 50, 100, 200, 400),
                     "max_bisections": 0 if smoke else 3,
                 },
             )

@@ -47,7 +47,7 @@ import truncation_sweep  # noqa: E402
 
 
 def small() -> dict:
-    """The sweep at smoke size: hidden 8, 20 steps per lag, lags 30 and 60 (seconds; nothing is learnable)."""
+    """The sweep at smoke size: hidden 8, 20 steps at lag 30 (seconds; nothing is learnable)."""
     out = scratch_dir() / "truncation_small.json"
     truncation_sweep.main(["--smoke", "--workdir", str(scratch_dir() / "truncation"), "--out", str(out)])
     import json

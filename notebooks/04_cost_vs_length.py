@@ -36,12 +36,12 @@ from lrd.reports import load_or_make
 
 
 def small() -> dict:
-    """Three mixers at T = 16, 64, d_model 8, one repeat (seconds)."""
+    """Two mixers at T = 16, 64, d_model 8, one repeat (seconds)."""
     config = default_config().replace(
-        model={"name": "lstm+lru+attention", "hidden_size": 8},
+        model={"name": "lstm+attention", "hidden_size": 8},
         optim={"batch_size": 2},
         bench={
-            "models": ("lstm", "lru", "attention"),
+            "models": ("lstm", "attention"),
             "seq_lens": (16, 64),
             "repeats": 1,
             "warmup": 1,
