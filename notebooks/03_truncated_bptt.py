@@ -25,7 +25,10 @@
 # **How it is tested.** The maximum learnable lag of an LSTM (`adding` preset: hidden 64, 2 seeds, learnable when
 # at least one seed meets the variant's criterion; 1500 steps per lag on Arjovsky, 5000 on Hochreiter, whose
 # every-error-below-0.04 criterion takes longer), for `k` = 10, 25 and full BPTT, by `lrd lag-search` over lags
-# 30, 50, 100, 200, 400 and bisection:
+# 30, 50, 100, 200, 400 and bisection. "Hochreiter" here is the fixed-length form of the task
+# (`variant=hochreiter_fixed`: length exactly `T`, no -1 end markers), which these results were made with; the
+# paper's own form (`variant=hochreiter`) draws the length from `[T, T + T/10]`, and in both every marker lies in
+# the first half:
 #
 # ```
 # python experiments/truncation_sweep.py --out experiments/results/truncation_adding_lstm_cpu2.json
@@ -115,7 +118,7 @@ for variant in ("arjovsky", "hochreiter"):
 # * **Hochreiter variant: the textbook claim holds.** With both markers outside the window in every sequence, the
 #   truncated LSTM learns nothing even at the shortest lag tried (30): its held-out error stays at chance, while the
 #   same LSTM with full BPTT learns lags up to 77. The same holds for `k = 1` at lag 50 (`lrd train --config
-#   adding:model=lstm --task-option variant=hochreiter --lag 50 --steps 5000 --eval-every 250 --truncation 1`:
+#   adding:model=lstm --task-option variant=hochreiter_fixed --lag 50 --steps 5000 --eval-every 250 --truncation 1`:
 #   held-out MSE 0.043 for both seeds, chance 0.042).
 # * **Arjovsky variant: it does not.** A window of 10 steps (at lag 65, the last chunk is only 5 steps long) still
 #   gives a learnable lag of 65: the first marker is then 33 to 64 steps back, far outside the window, yet the LSTM

@@ -78,7 +78,7 @@ def test_bad_input_exits_nonzero_with_a_clear_message(args, expected):
 
 def test_task_options_reach_the_task(capsys):
     code = main(
-        ["train", "--task", "adding", "--lag", "12", "--task-option", "variant=hochreiter", "--steps", "2"]
+        ["train", "--task", "adding", "--lag", "20", "--task-option", "variant=hochreiter", "--steps", "2"]
         + ["--eval-every", "2", "--hidden-size", "4", "--batch-size", "2", "--json"]
     )
     assert code == 0

@@ -249,7 +249,10 @@ def test_auto_scan_mode_resolves_per_backend_and_is_recorded(tmp_path):
         if cls.AUTO_SCAN_MODES:
             mode = build_mixer(name, HIDDEN).effective_scan_mode()
             assert mode == cls.AUTO_SCAN_MODES["cpu"] and mode in cls.SCAN_MODES, name
-    expected = {"s4d": "fft", "attention": "einsum"}  # two mixers suffice for the recording (4 took 95 s in CI)
+    expected = {
+        "s4d": "fft",
+        "attention": "einsum",
+    }  # two mixers suffice for the recording (4 took 95 s in CI)
     config = apply_overrides(
         ExperimentConfig(),
         ["model.name=s4d+attention", "model.setting=block", "model.num_layers=2"]

@@ -77,7 +77,7 @@ MQ = MultiQueryRecall(lag=32, num_kv_pairs=6, vocab_size=20)
 IH = InductionHeads(lag=12, num_symbols=5)
 TO2, TO3 = TemporalOrder(lag=40), TemporalOrder(lag=40, num_marked=3)
 ADD_VAR = Adding(lag=24, min_lag=8)
-ADD_H_VAR = Adding(lag=40, variant="hochreiter", min_lag=24)
+ADD_H_VAR = Adding(lag=40, variant="hochreiter_fixed", min_lag=24)
 COPY_VAR = CopyMemory(lag=12, min_lag=3, copy_length=4, num_symbols=6)
 SIZES = {
     SC: 4000,
@@ -141,7 +141,8 @@ def test_same_key_same_batch_shapes_and_ranges(task):
         ("temporal_order", {"lag": 19}, "lag"),
         ("adding", {"lag": 10, "min_lag": 11}, "min_lag"),
         ("adding", {"lag": 10, "min_lag": 1}, "min_lag"),
-        ("adding", {"lag": 30, "variant": "hochreiter", "min_lag": 11}, "min_lag"),
+        ("adding", {"lag": 30, "variant": "hochreiter_fixed", "min_lag": 11}, "min_lag"),
+        ("adding", {"lag": 30, "variant": "hochreiter", "min_lag": 20}, "min_lag"),
         ("copy", {"lag": 10, "min_lag": 0}, "min_lag"),
         ("smnist", {"lag": 100}, "lag"),
         ("smnist", {"split": "validation"}, "split"),
@@ -444,7 +445,7 @@ def test_variable_adding_arjovsky_definition_and_chance():
     assert targets[:, -1, 0].var() == pytest.approx(1 / 6, rel=0.03)
 
 
-def test_variable_adding_hochreiter_definition_and_chance():
+def test_variable_adding_hochreiter_fixed_definition_and_chance():
     task = ADD_H_VAR
     batch, lags = sample_with_lags(task, 20_000)
     inputs, targets, _ = _np(batch)

@@ -32,8 +32,50 @@ def test_adding_arjovsky_definition(lag):
     assert np.all(mask[:, -1] == 1) and np.all(mask[:, :-1] == 0)
 
 
-def test_adding_hochreiter_definition():
-    task = Adding(lag=60, variant="hochreiter")
+def test_adding_hochreiter_1997_definition():
+    # Hochreiter & Schmidhuber 1997, experiment 4, checked rule by rule on 4096 sampled sequences at T = 40.
+    task = Adding(lag=40, variant="hochreiter")
+    assert task.seq_len == 44 and task.chance_loss == pytest.approx(19 / 480)
+    batch, lags = task.sample_with_lags(KEY, 4096)
+    inputs, targets, mask = map(np.asarray, batch)
+    lags = np.asarray(lags)
+    # lengths uniform over [T, T + T/10], both ends reached; the sequence fills the last L steps, padding is zeros
+    assert lags.min() == 40 and lags.max() == 44 and len(np.unique(lags)) == 5
+    values, markers = inputs[..., 0], inputs[..., 1]
+    for row_values, row_markers, length in zip(values, markers, lags, strict=True):
+        pad = 44 - length
+        assert np.all(row_values[:pad] == 0) and np.all(row_markers[:pad] == 0)
+        seq_markers, seq_values = row_markers[pad:], row_values[pad:]
+        marked = np.flatnonzero(seq_markers == 1.0)
+        assert len(marked) == 2 and marked.max() < 40 // 2  # both among the first T/2 pairs
+        assert (marked < 10).any()  # one of them among the first ten
+        # -1 on the first and the last pair (the first only when unmarked), 0 elsewhere
+        assert seq_markers[-1] == -1.0 and seq_markers[0] == (1.0 if 0 in marked else -1.0)
+        assert np.all(np.isin(np.delete(seq_markers, [0, length - 1, *marked]), [0.0]))
+        assert np.all(np.abs(seq_values) <= 1.0)
+    # the second marker ranges over all T/2 - 1 still-unmarked slots of {0, ..., T/2 - 1}
+    pads = 44 - lags
+    positions = np.stack([np.flatnonzero(m[p:] == 1.0) for m, p in zip(markers, pads, strict=True)])
+    assert set(np.unique(positions)) == set(range(40 // 2))
+    # X1 = 0 when the first draw hits pair 0: a marked pair 0 carries value 0 in about 1 sequence in 10 (the
+    # first draw's chance), where an unmarked or second-drawn value is never exactly 0
+    first_values = values[np.arange(4096), pads]
+    zero_x1 = (markers[np.arange(4096), pads] == 1.0) & (first_values == 0.0)
+    assert 0.08 < zero_x1.mean() < 0.12
+    assert np.all(first_values[markers[np.arange(4096), pads] == -1.0] != 0.0)
+    np.testing.assert_allclose(targets[:, -1, 0], 0.5 + (values * (markers == 1.0)).sum(1) / 4, rtol=1e-6)
+    assert np.all(mask[:, -1] == 1) and np.all(mask[:, :-1] == 0)
+
+
+def test_adding_hochreiter_1997_refuses_min_lag_and_short_lags():
+    with pytest.raises(ValueError, match="min_lag must be None for variant 'hochreiter'"):
+        Adding(lag=40, variant="hochreiter", min_lag=30)
+    with pytest.raises(ValueError, match="lag must be an int >= 20"):
+        Adding(lag=19, variant="hochreiter")
+
+
+def test_adding_hochreiter_fixed_definition():
+    task = Adding(lag=60, variant="hochreiter_fixed")
     inputs, targets, _ = map(np.asarray, task.sample(KEY, 512))
     values, markers = inputs[..., 0], inputs[..., 1]
     assert values.min() >= -1.0 and values.max() <= 1.0
@@ -46,14 +88,16 @@ def test_adding_hochreiter_definition():
     np.testing.assert_allclose(targets[:, -1, 0], 0.5 + (values * markers).sum(1) / 4, rtol=1e-6)
 
 
-@pytest.mark.parametrize("variant,chance", [("arjovsky", 1 / 6), ("hochreiter", 1 / 24)])
+@pytest.mark.parametrize(
+    "variant,chance", [("arjovsky", 1 / 6), ("hochreiter", 19 / 480), ("hochreiter_fixed", 1 / 24)]
+)
 def test_adding_chance_loss_is_the_input_blind_mse(variant, chance):
     # The best constant predictor is the mean target; its MSE is the target variance.
     task = Adding(lag=40, variant=variant)
     assert task.chance_loss == pytest.approx(chance)
     targets = np.asarray(task.sample(KEY, 200_000).targets[:, -1, 0])
     assert targets.var() == pytest.approx(chance, rel=0.02)
-    outputs = jnp.full((4096, 40, 1), targets.mean())
+    outputs = jnp.full((4096, task.seq_len, 1), targets.mean())
     batch = task.sample(jax.random.PRNGKey(1), 4096)
     assert float(task.loss(outputs, batch)) == pytest.approx(chance, rel=0.06)
 
