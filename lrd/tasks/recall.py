@@ -18,8 +18,10 @@ only those ``D`` steps are scored (``mask``). The input-blind baseline (it sees 
 guesses uniformly among the ``V - V/2`` value tokens: chance cross-entropy ``log(V - V/2)``. Solved when held-out
 per-query accuracy reaches ``accuracy_threshold`` (0.99). Constraints as in Zoology: ``T`` even and
 ``4D <= T``; here also ``D <= V/2 - 1`` (enough distinct keys). Zoology's paper sweeps ``T`` in 64..512 and
-``D`` in 4..64 with ``V = 8192``; the defaults here are the original generator's (``V = 64``, ``T = 64``,
-``D = 8``) so a small model trains on a CPU.
+``D`` in 4..64 with ``V = 8192``, which is also its generator's default vocabulary, and that generator requires
+``V > T``. The defaults here (``V = 64``, ``T = 64``, ``D = 8``) are this project's CPU-sized setting, not
+Zoology's, and have ``V = T``, which Zoology's generator would refuse; set ``vocab_size`` above ``lag`` to stay
+within its constraint.
 
 Sampling without replacement under the power law uses the Gumbel top-k trick, which draws from exactly the same
 distribution as sequential sampling with renormalisation (NumPy's ``choice(replace=False, p=...)``).

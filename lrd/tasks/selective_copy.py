@@ -13,6 +13,11 @@ With ``T = lag`` and ``L = num_tokens`` a sequence has ``T + 1 + L`` steps:
 * step ``T``: the delimiter;
 * steps ``T + 1 .. T + L``: blank inputs; the targets there are the ``L`` symbols in their order of appearance.
 
+How this layout differs from the generator of the Mamba lineage: there the data region is followed by ``L``
+marker tokens, one per recall step, as the inputs of the recall steps (``T + L`` steps in all); here one delimiter
+step is followed by ``L`` blank inputs (``T + 1 + L`` steps). Both tell the model when to start recalling and
+which output comes next only by position; the data region, its noise and the scored targets are the same.
+
 Only the ``L`` recall steps are scored (``mask``), as in the Mamba and Zoology setups. The input-blind baseline
 guesses uniformly among the symbols at each recall step: chance cross-entropy ``log(num_symbols)``. Solved when
 held-out per-token accuracy on the recall steps reaches ``accuracy_threshold`` (0.99). A symbol at data position

@@ -73,6 +73,11 @@ def rglru(
     ``1 - a_t^2 = -expm1(2 log a_t)`` without cancellation; the square root's derivative is capped
     (:func:`sqrt_bounded_derivative`) since it is unbounded as ``a_t -> 1``.
 
+    One departure from the reference code, on purpose: the reference resets the recurrence at a document's first
+    token (``a = 0`` and no ``sqrt(1 - a^2)`` factor there, so ``h_0 = i_0 v_0``). Here the first step is an
+    ordinary step from ``h_{-1} = 0``, so ``h_0 = sqrt(1 - a_0^2) i_0 v_0``: every step has the same normalised
+    form, which the scan modes and the gradient probe rely on; sequences here never span documents.
+
     Args:
       v: ``float32[batch, time, H]``; gate kernels ``[H, H]`` and biases ``[H]``; Lambda: ``[H]``;
       probe: ``None`` or ``float32[time, batch, H]``.
