@@ -115,8 +115,9 @@ def _torch_functions(task: Any, batch: Any, hidden: int) -> dict[str, Any]:
     import torch
 
     torch.set_num_threads(1)
-    x = torch.from_numpy(np.asarray(_onehot(task, batch.inputs), np.float32))
-    target = torch.from_numpy(np.asarray(batch.targets, np.float32))
+    # np.array copies: a JAX array's buffer is read-only, which torch.from_numpy warns about
+    x = torch.from_numpy(np.array(_onehot(task, batch.inputs), np.float32))
+    target = torch.from_numpy(np.array(batch.targets, np.float32))
     lstm = torch.nn.LSTM(x.shape[-1], hidden, batch_first=True)
     readout = torch.nn.Linear(hidden, task.output_dim)
 
