@@ -33,6 +33,7 @@ RECURRENCE_PARAMS = {
     "rglru": ("Lambda",),
     "selective_ssm": ("A_log", "dt_bias"),
     "indrnn": ("recurrent_weight",),
+    "unicornn": ("w", "c"),
 }
 
 
