@@ -27,7 +27,7 @@ TASK = Adding(lag=20)
 HIDDEN, BATCH, LEARNING_RATE = 16, 32, 1e-2
 MAX_STEPS, EVAL_EVERY, EVAL_BATCH = 400, 50, 256
 TARGET = 0.5  # fraction of the chance loss
-BARE_FAMILIES = ("classic", "oscillator")  # nonlinear cells, used alone in their papers
+BARE_FAMILIES = ("classic", "oscillator", "orthogonal")  # nonlinear cells, used alone in their papers
 
 # name -> (setting, num_layers, reason) where a cell's paper uses it differently from the family default.
 SETTINGS = {

@@ -34,6 +34,7 @@ RECURRENCE_PARAMS = {
     "selective_ssm": ("A_log", "dt_bias"),
     "indrnn": ("recurrent_weight",),
     "unicornn": ("w", "c"),
+    "exprnn": ("skew",),
 }
 
 
