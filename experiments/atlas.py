@@ -1,0 +1,258 @@
+"""The lag atlas: the maximum learnable lag of many mixers on several tasks, under one stated protocol.
+
+    python experiments/atlas.py --models lstm,gru,rnn --tasks adding,copy --workdir runs/atlas \
+        --out experiments/results/atlas_cpu2
+    python experiments/atlas.py --smoke --workdir /tmp/atlas --out /tmp/atlas      # seconds, tiny sizes
+
+Protocol (written into ``atlas.json`` under ``"protocol"``):
+
+* each task's preset in ``experiments/configs/`` sets the hidden size, optimizer, steps per lag, seeds, evaluation
+  cadence, sweep and bisection (``adding``: hidden 64, 1500 steps, 2 seeds; ``copy``: hidden 128, 3000 steps,
+  2 seeds); ``--steps``, ``--num-seeds`` and ``--hidden-size`` override them for every mixer alike;
+* the setting follows the family: ``bare`` (input -> one cell -> readout, the 1997 setting) for the nonlinear
+  recurrent cells (families classic, oscillator, orthogonal), one pre-norm residual block with an MLP for the
+  others (a linear recurrence or attention alone has no nonlinearity between memory and readout: in the bare
+  setting minGRU, minLSTM, S5 and IndRNN all failed adding at lag 10, measured);
+* a lag is learnable when at least ``search.solve_fraction`` of the seeds meet the task's criterion within the
+  budget (the lag search of :mod:`lrd.lag_search`);
+* next to each maximum lag: the parameter count of the whole model, and the decay per step of the loss gradient
+  at initialisation (:func:`lrd.diagnostics.run_grad_flow` at the task's preset lag, the slowest-decaying state
+  leaf), the mechanism the gradient-flow notebooks test.
+
+Every (task, mixer) search is an ordinary resumable lag search in ``WORKDIR/TASK/MIXER``: the same command run
+again reads finished trials back and continues an unfinished one from its checkpoint. Writes ``OUT.json`` (every
+search in full), ``OUT.csv`` (the table) and ``OUT.png`` (one row per mixer, every lag tried, coloured by the
+fraction of seeds that solved it; the maximum learnable lag marked).
+
+Runtime: the smoke run takes about a minute on a 2-core CPU; a full CPU atlas of every mixer on adding and copy is
+hours (the GRU's adding search alone took 24 minutes), to be run in the background and resumed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+
+from lrd.config import load_config
+from lrd.diagnostics import run_grad_flow
+from lrd.lag_search import lag_search
+from lrd.metrics_log import environment, write_json
+from lrd.models import count_params
+from lrd.registry import get_mixer, mixer_names
+
+BARE_FAMILIES = ("classic", "oscillator", "orthogonal")
+DEFAULT_MODELS = ("rnn", "lstm", "gru")
+DEFAULT_TASKS = ("adding", "copy")
+SMOKE = {  # section -> overrides, tiny sizes for a test of the driver
+    "model": {"hidden_size": 8},
+    "run": {"steps": 20, "eval_every": 10, "checkpoint_every": 20, "eval_batch_size": 32, "num_seeds": 2},
+    "optim": {"batch_size": 8},
+    "search": {"sweep": (4, 8), "max_bisections": 0},
+}
+
+
+def setting_of(mixer: str) -> str:
+    """The atlas's setting for ``mixer``: ``bare`` for nonlinear recurrent cells, ``block`` for the rest."""
+    return "bare" if get_mixer(mixer).family in BARE_FAMILIES else "block"
+
+
+def search_config(task: str, mixer: str, root: Path, *, smoke: bool = False, **overrides: Any):
+    """The lag-search config of one atlas cell: the task preset for ``mixer``, the family's setting, overrides."""
+    config = load_config(f"{task}:model={mixer}")
+    sections: dict[str, dict[str, Any]] = {
+        "model": {"setting": setting_of(mixer)},
+        "run": {"workdir": str(root / task / mixer), "tensorboard": False},
+    }
+    if smoke:
+        for section, values in SMOKE.items():
+            sections.setdefault(section, {}).update(values)
+    for key, value in overrides.items():
+        if value is not None:
+            section, field = {
+                "steps": ("run", "steps"),
+                "num_seeds": ("run", "num_seeds"),
+                "hidden_size": ("model", "hidden_size"),
+            }[key]
+            sections.setdefault(section, {})[field] = value
+    return config.replace(**sections)
+
+
+def describe(config) -> dict[str, Any]:
+    """Parameter count and the initial gradient decay of ``config``'s model at its preset lag."""
+    task = config.task.build()
+    model = config.model.build(task)
+    example = task.sample(jax.random.PRNGKey(0), 1).inputs
+    shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), example)
+    flow = run_grad_flow(config.replace(run={"num_seeds": 1}))
+    slopes = {leaf: value for leaf, value in flow["slope_per_step"].items() if value is not None}
+    slowest = max(slopes, key=slopes.get) if slopes else None
+    return {
+        "params": count_params(shapes["params"]),
+        "grad_slope_per_step_at_init": None if slowest is None else slopes[slowest],
+        "grad_slope_leaf": slowest,
+        "grad_slope_window": flow["slope_window"],
+        "grad_slope_lag": config.task.lag,
+    }
+
+
+def run_atlas(
+    models: list[str],
+    tasks: list[str],
+    root: Path,
+    *,
+    smoke: bool = False,
+    log=print,
+    **overrides: Any,
+) -> dict[str, Any]:
+    """Every (task, mixer) lag search, in order, resumable; returns the atlas (see module docstring)."""
+    configs = {(t, m): search_config(t, m, root, smoke=smoke, **overrides) for t in tasks for m in models}
+    started = time.perf_counter()
+    cells = []
+    for (task, mixer), config in configs.items():
+        log(f"[atlas] {task} / {mixer} ({config.model.setting}) in {config.run.workdir}")
+        result = lag_search(config, progress=False, log=log)
+        cells.append(
+            {
+                "task": task,
+                "mixer": mixer,
+                "family": get_mixer(mixer).family,
+                "setting": config.model.setting,
+                "hidden_size": config.model.hidden_size,
+                "max_learnable_lag": result["max_learnable_lag"],
+                "smallest_unlearnable_lag": result["smallest_unlearnable_lag"],
+                "trials": [
+                    {"lag": t["lag"], "fraction_solved": t["fraction_solved"], "learnable": t["learnable"]}
+                    for t in result["trials"]
+                ],
+                "search_wall_time_s": result["wall_time_s"],
+                **describe(config),
+                "search": result,
+            }
+        )
+    first = next(iter(configs.values()))
+    return {
+        "protocol": {
+            "settings": {"bare": list(BARE_FAMILIES), "block": "every other family"},
+            "presets": {t: f"experiments/configs/{t}.py" for t in tasks},
+            "solve_fraction": first.search.solve_fraction,
+            "overrides": {k: v for k, v in overrides.items() if v is not None},
+            "smoke": smoke,
+        },
+        "cells": cells,
+        "device": jax.devices()[0].device_kind,
+        "environment": environment(),
+        "wall_time_s": time.perf_counter() - started,
+    }
+
+
+def write_table(atlas: dict[str, Any], path: Path) -> None:
+    columns = (
+        "task",
+        "mixer",
+        "family",
+        "setting",
+        "hidden_size",
+        "params",
+        "max_learnable_lag",
+        "smallest_unlearnable_lag",
+        "grad_slope_per_step_at_init",
+        "search_wall_time_s",
+    )
+    with path.open("w", newline="") as file:
+        writer = csv.DictWriter(file, columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(atlas["cells"])
+
+
+def plot_atlas(atlas: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = list(dict.fromkeys(c["task"] for c in atlas["cells"]))
+    mixers = list(dict.fromkeys(c["mixer"] for c in atlas["cells"]))
+    fig, axes = plt.subplots(
+        1, len(tasks), figsize=(5.5 * len(tasks), 0.45 * len(mixers) + 1.6), squeeze=False
+    )
+    for ax, task in zip(axes[0], tasks, strict=True):
+        for row, mixer in enumerate(mixers):
+            cell = next((c for c in atlas["cells"] if c["task"] == task and c["mixer"] == mixer), None)
+            if cell is None:
+                continue
+            lags = [t["lag"] for t in cell["trials"]]
+            points = ax.scatter(
+                lags, [row] * len(lags), c=[t["fraction_solved"] for t in cell["trials"]], cmap="viridis",
+                vmin=0, vmax=1, s=40, edgecolors="k", linewidths=0.3,
+            )  # fmt: skip
+            if cell["max_learnable_lag"] is not None:
+                ax.plot([cell["max_learnable_lag"]] * 2, [row - 0.35, row + 0.35], "r-", lw=2)
+        ax.set(
+            xscale="log",
+            yticks=range(len(mixers)),
+            yticklabels=mixers,
+            xlabel="lag",
+            ylim=(len(mixers) - 0.5, -0.5),
+        )
+        ax.set_title(f"{task}: every lag tried; red, the maximum learnable lag", fontsize=10)
+    fig.colorbar(points, ax=axes[0].tolist(), label="fraction of seeds solved")
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default=",".join(DEFAULT_MODELS), help="comma-separated mixers, or 'all'")
+    parser.add_argument("--tasks", default=",".join(DEFAULT_TASKS), help="comma-separated task presets")
+    parser.add_argument("--workdir", default="runs/atlas", help="root of the lag-search workdirs")
+    parser.add_argument("--out", required=True, help="output stem: writes OUT.json, OUT.csv and OUT.png")
+    parser.add_argument("--steps", type=int, help="steps per lag for every mixer (default: the preset's)")
+    parser.add_argument("--num-seeds", type=int, help="seeds per lag (default: the preset's)")
+    parser.add_argument("--hidden-size", type=int, help="hidden size (default: the preset's)")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes (seconds)")
+    args = parser.parse_args(argv)
+    models = mixer_names() if args.models == "all" else args.models.split(",")
+    unknown = [m for m in models if m not in mixer_names()]
+    if unknown:
+        parser.exit(
+            2, f"atlas: --models {','.join(unknown)} unknown; allowed values: {', '.join(mixer_names())}\n"
+        )
+    tasks = args.tasks.split(",")
+    bad = [t for t in tasks if not (Path(__file__).parent / "configs" / f"{t}.py").is_file()]
+    if bad:
+        parser.exit(
+            2, f"atlas: --tasks {','.join(bad)} has no preset; allowed values: {', '.join(DEFAULT_TASKS)}\n"
+        )
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atlas = run_atlas(
+        models,
+        tasks,
+        Path(args.workdir),
+        smoke=args.smoke,
+        log=lambda line: print(line, file=sys.stderr),
+        steps=args.steps,
+        num_seeds=args.num_seeds,
+        hidden_size=args.hidden_size,
+    )
+    write_json(out.with_suffix(".json"), atlas)
+    write_table(atlas, out.with_suffix(".csv"))
+    plot_atlas(atlas, out.with_suffix(".png"))
+    for cell in atlas["cells"]:
+        print(
+            f"{cell['task']:<8} {cell['mixer']:<16} {cell['setting']:<5} params {cell['params']:>7}  max lag "
+            f"{cell['max_learnable_lag']!s:>6}  (fails at {cell['smallest_unlearnable_lag']!s:>6})  "
+            f"grad decay/step at init {cell['grad_slope_per_step_at_init']}"
+        )
+    print(f"wrote {out.with_suffix('.json')}, .csv, .png")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

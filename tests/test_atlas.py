@@ -1,0 +1,57 @@
+"""experiments/atlas.py on tiny sizes: well-formed atlas.json / .csv / .png, and a second run reads every finished
+trial back instead of training it again."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "experiments"))
+import atlas  # noqa: E402
+
+
+def test_atlas_writes_its_files_and_resumes_without_retraining(tmp_path, capsys):
+    argv = ["--smoke", "--models", "rnn,mingru", "--tasks", "adding", "--workdir", str(tmp_path / "runs")]
+    argv += ["--out", str(tmp_path / "atlas")]
+    assert atlas.main(argv) == 0
+    result = json.loads((tmp_path / "atlas.json").read_text())
+    assert result["protocol"]["smoke"] and result["protocol"]["settings"]["bare"] == list(atlas.BARE_FAMILIES)
+    cells = {c["mixer"]: c for c in result["cells"]}
+    assert set(cells) == {"rnn", "mingru"}
+    assert cells["rnn"]["setting"] == "bare" and cells["mingru"]["setting"] == "block"
+    for cell in cells.values():
+        assert cell["task"] == "adding" and cell["params"] > 0 and cell["trials"]
+        assert cell["grad_slope_per_step_at_init"] < 0  # gradients decay with distance at initialisation
+        assert cell["search"]["finished"] and cell["trials"][0]["lag"] == 4
+    rows = list(csv.DictReader((tmp_path / "atlas.csv").open()))
+    assert [r["mixer"] for r in rows] == ["rnn", "mingru"] and rows[0]["params"] == str(
+        cells["rnn"]["params"]
+    )
+    assert (tmp_path / "atlas.png").stat().st_size > 0
+
+    metrics = sorted((tmp_path / "runs").rglob("metrics.jsonl"))
+    assert len(metrics) >= 2
+    stamps = {path: path.stat().st_mtime_ns for path in metrics}
+    assert atlas.main(argv) == 0  # again: every trial is read back
+    assert {path: path.stat().st_mtime_ns for path in metrics} == stamps
+    again = json.loads((tmp_path / "atlas.json").read_text())
+    for before, after in zip(result["cells"], again["cells"], strict=True):
+        assert before["trials"] == after["trials"] and before["params"] == after["params"]
+
+
+@pytest.mark.parametrize(
+    "argv,expected",
+    [
+        (["--models", "lstmm"], "--models lstmm unknown"),
+        (["--tasks", "adder"], "--tasks adder has no preset"),
+    ],
+)
+def test_bad_names_exit_2_before_compute(argv, expected, tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        atlas.main([*argv, "--out", str(tmp_path / "atlas"), "--workdir", str(tmp_path / "runs")])
+    assert info.value.code == 2 and expected in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
