@@ -10,7 +10,15 @@ import optax
 import pytest
 import scipy.linalg
 
-from lrd.cells.orthogonal import ExpRNN, modrelu, orthogonal_from_skew, skew_symmetric_init
+from lrd.cells.orthogonal import (
+    URNN,
+    ExpRNN,
+    complex_modrelu,
+    modrelu,
+    orthogonal_from_skew,
+    skew_symmetric_init,
+    urnn_transition,
+)
 
 BATCH, D_IN, HIDDEN = 3, 2, 6
 
@@ -95,3 +103,71 @@ def test_recurrent_matrix_stays_orthogonal_after_100_adam_steps():
     b = np.asarray(orthogonal_from_skew(params["skew"]), np.float64)
     np.testing.assert_allclose(b @ b.T, np.eye(HIDDEN), atol=1e-5)
     np.testing.assert_allclose(np.abs(module.spectrum(params)), 1.0, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# uRNN (Arjovsky et al. 2016)
+
+
+def _urnn_matrix(thetas, reflections, permutation):
+    """W = D3 R2 F^-1 D2 P R1 F D1 (the paper's eq. 6) as an explicit complex128 matrix."""
+    n = thetas.shape[1]
+    d = [np.diag(np.exp(1j * theta)) for theta in thetas]
+    r = [np.eye(n) - 2.0 * np.outer(v, v.conj()) / np.vdot(v, v).real for v in reflections]
+    f = np.fft.fft(np.eye(n), norm="ortho")
+    p = np.eye(n)[permutation]
+    return d[2] @ r[1] @ np.linalg.inv(f) @ d[1] @ p @ r[0] @ f @ d[0]
+
+
+def _urnn_parts(params, seed=0):
+    p = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), params)
+    reflections = p["reflections"][..., 0] + 1j * p["reflections"][..., 1]
+    permutation = np.random.default_rng(seed).permutation(p["thetas"].shape[1])
+    return p, reflections, permutation
+
+
+def test_urnn_transition_is_the_papers_product_and_unitary():
+    module = URNN(16)
+    params = module.init(jax.random.PRNGKey(0), jnp.ones((1, 3, 2)))["params"]
+    p, reflections, permutation = _urnn_parts(params)
+    w = _urnn_matrix(p["thetas"], reflections, permutation)
+    np.testing.assert_allclose(w @ w.conj().T, np.eye(8), atol=1e-12)
+    rows = urnn_transition(
+        jnp.eye(8, dtype=jnp.complex64),
+        params["thetas"],
+        jnp.asarray(reflections, jnp.complex64),
+        permutation,
+    )
+    np.testing.assert_allclose(np.asarray(rows), w.T, atol=2e-6)  # row e_j maps to (W e_j)^T
+
+
+def test_urnn_matches_float64_reference_over_200_steps():
+    x = jax.random.normal(jax.random.PRNGKey(0), (BATCH, 200, D_IN))
+    module = URNN(12)
+    params = module.init(jax.random.PRNGKey(1), x)["params"]
+    params = {**params, "modrelu_bias": -0.1 * jnp.ones_like(params["modrelu_bias"])}  # some units cut off
+    got = np.asarray(jax.jit(module.apply)({"params": params}, x))
+    p, reflections, permutation = _urnn_parts(params)
+    w = _urnn_matrix(p["thetas"], reflections, permutation)
+    v = p["V"][..., 0] + 1j * p["V"][..., 1]
+    h = np.zeros((BATCH, 6), complex)
+    out = []
+    for t in range(200):
+        z = h @ w.T + np.asarray(x, np.float64)[:, t] @ v
+        h = np.maximum(np.abs(z) + p["modrelu_bias"], 0.0) * z / np.abs(z)
+        out.append(np.concatenate([h.real, h.imag], -1))
+    expected = np.stack(out, 1)
+    assert np.max(np.abs(expected)) > 0.1
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4 * np.max(np.abs(expected)))
+
+
+def test_complex_modrelu_is_the_papers():
+    z = jnp.array([3 + 4j, 0.3 + 0.4j, 0j])
+    np.testing.assert_allclose(complex_modrelu(z, jnp.full(3, -1.0)), [(3 + 4j) * 4 / 5, 0, 0], atol=1e-6)
+
+
+def test_urnn_refuses_an_odd_width():
+    from lrd.config import ConfigError, ModelConfig
+
+    with pytest.raises(ConfigError, match="must be even"):
+        ModelConfig(name="urnn", hidden_size=7).mixer_options()
