@@ -83,10 +83,19 @@ for i, name in enumerate(order):
     if hi is not None:
         ax.plot([lo, hi], [i, i], "|-", color="C3", lw=1)  # the lag is in [lo, hi)
     ax.annotate(f" {lo} (fails at {hi})", (max(lo, hi or 0), i), va="center", fontsize=8)
-ax.set_yticks(range(len(order)), [f"{searches[n]['model']} ({n})" for n in order], fontsize=8)
+
+
+def setting(search: dict) -> str:
+    model = search["config"]["model"]
+    return model.get("setting", model.get("mode", "bare"))  # files written before the rename say "mode"
+
+
+ax.set_yticks(
+    range(len(order)), [f"{searches[n]['model']} ({setting(searches[n])})" for n in order], fontsize=8
+)
 ax.set(
     xlabel="max learnable lag (steps)",
-    title="adding (Arjovsky), same protocol for every model",
+    title="adding (Arjovsky): the adding preset for every model, in its setting",
 )
 fig.tight_layout()
 fig.savefig(out, dpi=110)
