@@ -38,7 +38,10 @@ MALFORMED = [
         ["model.name=attention", "model.truncation=5"],
         "model.truncation=5 cannot be applied to mixer 'attention'",
     ),
-    (["model.name=lstm+attention", "model.truncation=5"], "mixers that accept truncation: gru, indrnn"),
+    (
+        ["model.name=lstm+attention", "model.truncation=5"],
+        "mixer 'attention', which has no truncation option; mixers that accept truncation: ",
+    ),
     (
         ["model.name=mlstm", "model.truncation=5"],
         "model.truncation=5: only scan_mode 'sequential' honours truncation, and this mixer runs scan_mode='chunked'",
