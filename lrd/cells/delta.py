@@ -141,7 +141,9 @@ class _DeltaRule(Mixer):
     num_heads: int = 4
 
     SCAN_MODES: ClassVar[tuple[str, ...]] = DELTA_SCAN_MODES
-    AUTO_SCAN_MODES: ClassVar[Mapping[str, str]] = {"cpu": "chunked", "gpu": "chunked"}
+    # measured on CPU (T=1024, d_model 64, batch 16, fwd+bwd vs the LSTM): sequential 1.84x / 2.68x (gated), chunked
+    # 4.57x / 5.45x; the chunkwise form's matmuls are for accelerators
+    AUTO_SCAN_MODES: ClassVar[Mapping[str, str]] = {"cpu": "sequential", "gpu": "chunked"}
     OPTION_SCAN_MODES: ClassVar[Mapping[str, tuple[str, ...]]] = {"chunk_size": ("chunked",)}
     GATED: ClassVar[bool] = False
 
