@@ -60,6 +60,7 @@ __all__ = [
     "scan_modes",
     "option_defaults",
     "probe_variable",
+    "add_probe",
     "affine",
     "dense",
     "project",
@@ -403,6 +404,11 @@ def probe_variable(module: nn.Module, like: Any, num_steps: int, name: str = "st
         return jax.tree_util.tree_map(lambda leaf: jnp.zeros((num_steps,) + leaf.shape, leaf.dtype), like)
 
     return module.variable(PROBE_COLLECTION, name, zeros).value
+
+
+def add_probe(value: jax.Array, probe: jax.Array | None) -> jax.Array:
+    """``value + probe``, or ``value`` when there is no probe: where a step adds the gradient probe to a state."""
+    return value if probe is None else value + probe
 
 
 def operand_dtype(dtype: str | None) -> Any:

@@ -26,6 +26,7 @@ import numpy as np
 from lrd.cells.base import (
     RECURRENT_INITS,
     RecurrentCell,
+    add_probe,
     gate_blocks_initializer,
     recurrent_initializer,
     to_batch_major,
@@ -61,15 +62,11 @@ def _activation(name: str) -> Callable[[jax.Array], jax.Array]:
 # Pure step functions. ``xw`` is the already-projected input of one step, ``[batch, G*hidden]``.
 
 
-def _plus(value: jax.Array, probe: jax.Array | None) -> jax.Array:
-    return value if probe is None else value + probe
-
-
 def elman_step(
     h: jax.Array, xw: jax.Array, recurrent_kernel: jax.Array, activation, probe: jax.Array | None = None
 ) -> jax.Array:
     """Elman (1990): ``h_t = act(W x_t + b + U h_{t-1})`` (plus the gradient probe, if given)."""
-    return _plus(activation(xw + h @ recurrent_kernel), probe)
+    return add_probe(activation(xw + h @ recurrent_kernel), probe)
 
 
 def lstm_update(
@@ -87,8 +84,8 @@ def lstm_update(
     gates = xw + h @ recurrent_kernel
     i, f, g, o = jnp.split(gates, 4, axis=-1)
     forget = jax.nn.sigmoid(f)
-    c = _plus(forget * c + jax.nn.sigmoid(i) * jnp.tanh(g), None if probe is None else probe[0])
-    h = _plus(jax.nn.sigmoid(o) * jnp.tanh(c), None if probe is None else probe[1])
+    c = add_probe(forget * c + jax.nn.sigmoid(i) * jnp.tanh(g), None if probe is None else probe[0])
+    h = add_probe(jax.nn.sigmoid(o) * jnp.tanh(c), None if probe is None else probe[1])
     return (c, h), {"forget_gate": forget}
 
 
@@ -120,7 +117,7 @@ def gru_update(
     r = jax.nn.sigmoid(x_r + h_r)
     z = jax.nn.sigmoid(x_z + h_z)
     n = jnp.tanh(x_n + r * h_n)
-    return _plus((1.0 - z) * n + z * h, probe), {"forget_gate": z}
+    return add_probe((1.0 - z) * n + z * h, probe), {"forget_gate": z}
 
 
 def gru_step(
@@ -283,7 +280,7 @@ def indrnn_step(
     """
     if recurrent_max is not None:
         recurrent_weight = jnp.clip(recurrent_weight, -recurrent_max, recurrent_max)
-    return _plus(activation(xw + recurrent_weight * h), probe)
+    return add_probe(activation(xw + recurrent_weight * h), probe)
 
 
 @register_mixer("indrnn", family="classic", description="IndRNN: per-unit recurrent weights (Li et al. 2018)")

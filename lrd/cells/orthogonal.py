@@ -37,7 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lrd.cells.base import RecurrentCell, project, to_batch_major, uniform_initializer
+from lrd.cells.base import RecurrentCell, add_probe, project, to_batch_major, uniform_initializer
 from lrd.registry import register_mixer
 
 __all__ = [
@@ -119,7 +119,7 @@ class ExpRNN(RecurrentCell):
 
         def step(h: jax.Array, x_t: jax.Array, probe: jax.Array | None) -> tuple[jax.Array, dict]:
             h = modrelu(project(x_t) + h @ recurrent, bias)
-            return (h if probe is None else h + probe), {}
+            return add_probe(h, probe), {}
 
         h0 = jnp.zeros((x.shape[0], h_size), jnp.float32)
         return to_batch_major(self.recur(step, h0, xs))
@@ -201,7 +201,7 @@ class URNN(RecurrentCell):
 
         def step(h: jax.Array, vx_t: jax.Array, probe: jax.Array | None) -> tuple[jax.Array, dict]:
             h = complex_modrelu(urnn_transition(h, thetas, reflections, permutation) + vx_t, bias)
-            return (h if probe is None else h + probe), {}
+            return add_probe(h, probe), {}
 
         h0 = jnp.zeros((x.shape[0], n), jnp.complex64)
         hs = to_batch_major(self.recur(step, h0, xs))

@@ -33,14 +33,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from lrd.cells.base import RecurrentCell, to_batch_major, uniform_initializer
+from lrd.cells.base import RecurrentCell, add_probe, to_batch_major, uniform_initializer
 from lrd.registry import register_mixer
 
 __all__ = ["CoRNN", "UnICORNN", "cornn_step", "unicornn_step"]
-
-
-def _plus(value: jax.Array, probe: jax.Array | None) -> jax.Array:
-    return value if probe is None else value + probe
 
 
 def cornn_step(
@@ -60,8 +56,8 @@ def cornn_step(
     """
     y, z = carry
     drive = jnp.tanh(y @ y_kernel + z @ z_kernel + xw)
-    z = _plus(z + dt * (drive - gamma * y - epsilon * z), None if probe is None else probe[1])
-    y = _plus(y + dt * z, None if probe is None else probe[0])
+    z = add_probe(z + dt * (drive - gamma * y - epsilon * z), None if probe is None else probe[1])
+    y = add_probe(y + dt * z, None if probe is None else probe[0])
     return y, z
 
 
@@ -75,8 +71,8 @@ def unicornn_step(
 ) -> tuple[jax.Array, jax.Array]:
     """One UnICORNN step (module docstring); ``step_size = dt * sigmoid(c)``, ``w``: ``[hidden]``."""
     y, z = carry
-    z = _plus(z - step_size * (jnp.tanh(w * y + xw) + alpha * y), None if probe is None else probe[1])
-    y = _plus(y + step_size * z, None if probe is None else probe[0])
+    z = add_probe(z - step_size * (jnp.tanh(w * y + xw) + alpha * y), None if probe is None else probe[1])
+    y = add_probe(y + step_size * z, None if probe is None else probe[0])
     return y, z
 
 

@@ -68,7 +68,14 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from lrd.cells.base import DEFAULT_CHUNK_SIZE, RecurrentCell, project, to_batch_major, to_time_major
+from lrd.cells.base import (
+    DEFAULT_CHUNK_SIZE,
+    RecurrentCell,
+    add_probe,
+    project,
+    to_batch_major,
+    to_time_major,
+)
 from lrd.registry import register_mixer
 from lrd.scan import bptt_scan
 
@@ -148,10 +155,10 @@ def slstm_update(
     m_new = jax.lax.stop_gradient(jnp.maximum(log_f + m, i_tilde))
     i_prime = jnp.exp(i_tilde - m_new)
     f_prime = jnp.exp(log_f + m - m_new)
-    c = _plus(f_prime * c + i_prime * jnp.tanh(z_tilde), p_c)
-    n = _plus(f_prime * n + i_prime, p_n)
-    m_new = _plus(m_new, p_m)
-    h = _plus(jax.nn.sigmoid(o_tilde) * c / n, p_h)
+    c = add_probe(f_prime * c + i_prime * jnp.tanh(z_tilde), p_c)
+    n = add_probe(f_prime * n + i_prime, p_n)
+    m_new = add_probe(m_new, p_m)
+    h = add_probe(jax.nn.sigmoid(o_tilde) * c / n, p_h)
     return (c, n, m_new, h), {"forget_gate": jnp.exp(log_f)}
 
 
@@ -178,10 +185,6 @@ def slstm_step(
     ``h_t = sigmoid(o~) c~_t / n~_t``.
     """
     return slstm_update(carry, xw, recurrent_kernel, forget_gate, probe)[0]
-
-
-def _plus(value: jax.Array, probe: jax.Array | None) -> jax.Array:
-    return value if probe is None else value + probe
 
 
 def slstm_scan(
