@@ -41,7 +41,7 @@ import jax
 
 from lrd.config import load_config
 from lrd.diagnostics import run_grad_flow
-from lrd.lag_search import lag_search
+from lrd.lag_search import lag_search, summarise
 from lrd.metrics_log import environment, write_json
 from lrd.models import count_params
 from lrd.registry import get_mixer, mixer_names
@@ -124,12 +124,7 @@ def run_atlas(
                 "family": get_mixer(mixer).family,
                 "setting": config.model.setting,
                 "hidden_size": config.model.hidden_size,
-                "max_learnable_lag": result["max_learnable_lag"],
-                "smallest_unlearnable_lag": result["smallest_unlearnable_lag"],
-                "trials": [
-                    {"lag": t["lag"], "fraction_solved": t["fraction_solved"], "learnable": t["learnable"]}
-                    for t in result["trials"]
-                ],
+                **summarise(result),
                 "search_wall_time_s": result["wall_time_s"],
                 **describe(config),
                 "search": result,

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 from lrd.config import load_config
-from lrd.lag_search import lag_search
+from lrd.lag_search import lag_search, summarise
 from lrd.metrics_log import write_json
 
 # label -> task variant. "hochreiter" here is the fixed-length form (`hochreiter_fixed`): the committed results were
@@ -78,14 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         results[label] = {
             "variant": config.task.options["variant"],
             "truncation": config.model.truncation,
-            "max_learnable_lag": result["max_learnable_lag"],
-            "smallest_unlearnable_lag": result["smallest_unlearnable_lag"],
-            "trials": [
-                {"lag": t["lag"], "fraction_solved": t["fraction_solved"], "learnable": t["learnable"]}
-                for t in result["trials"]
-            ],
-            "wall_time_s": result["wall_time_s"],
-            "device": result["device"],
+            **summarise(result),
         }
         print(f"{label}: max learnable lag {result['max_learnable_lag']}", file=sys.stderr)
     summary = {

@@ -37,7 +37,14 @@ from lrd.preflight import check_memory
 from lrd.runner import prepare_workdir, run_experiment
 from lrd.workdir import WorkdirLock
 
-__all__ = ["lag_search", "trial_config", "next_bisection_lag", "plot_lag_search", "format_result"]
+__all__ = [
+    "lag_search",
+    "trial_config",
+    "next_bisection_lag",
+    "plot_lag_search",
+    "format_result",
+    "summarise",
+]
 
 
 def trial_config(config: ExperimentConfig, lag: int, root: Path) -> ExperimentConfig:
@@ -181,6 +188,21 @@ def _search(config: ExperimentConfig, root: Path, *, overwrite: bool, progress: 
     write_json(root / "lag_search.json", result)
     plot_lag_search(result, root / "lag_search.png")
     return result
+
+
+def summarise(result: dict[str, Any]) -> dict[str, Any]:
+    """The short form of a :func:`lag_search` result that tables and drivers keep: the two boundary lags, every
+    lag tried with its fraction solved, the wall time and the device."""
+    return {
+        "max_learnable_lag": result["max_learnable_lag"],
+        "smallest_unlearnable_lag": result["smallest_unlearnable_lag"],
+        "trials": [
+            {"lag": t["lag"], "fraction_solved": t["fraction_solved"], "learnable": t["learnable"]}
+            for t in result["trials"]
+        ],
+        "wall_time_s": result["wall_time_s"],
+        "device": result["device"],
+    }
 
 
 def plot_lag_search(result: dict[str, Any], path: str | Path) -> None:
