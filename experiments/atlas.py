@@ -78,6 +78,8 @@ def search_config(task: str, mixer: str, root: Path, *, smoke: bool = False, **o
                 "steps": ("run", "steps"),
                 "num_seeds": ("run", "num_seeds"),
                 "hidden_size": ("model", "hidden_size"),
+                "sweep": ("search", "sweep"),
+                "max_bisections": ("search", "max_bisections"),
             }[key]
             sections.setdefault(section, {})[field] = value
     return config.replace(**sections)
@@ -108,9 +110,13 @@ def run_atlas(
     *,
     smoke: bool = False,
     log=print,
+    on_cell=None,
     **overrides: Any,
 ) -> dict[str, Any]:
-    """Every (task, mixer) lag search, in order, resumable; returns the atlas (see module docstring)."""
+    """Every (task, mixer) lag search, in order, resumable; returns the atlas (see module docstring).
+
+    ``on_cell(atlas)``, if given, is called with the atlas so far after every finished search (the driver
+    writes its files then, so a long atlas shows its table while it runs)."""
     configs = {(t, m): search_config(t, m, root, smoke=smoke, **overrides) for t in tasks for m in models}
     started = time.perf_counter()
     cells = []
@@ -130,11 +136,19 @@ def run_atlas(
                 "search": result,
             }
         )
+        if on_cell is not None:
+            on_cell(_atlas(configs, cells, overrides, smoke, started))
+    return _atlas(configs, cells, overrides, smoke, started)
+
+
+def _atlas(configs, cells, overrides, smoke, started) -> dict[str, Any]:
+    tasks = list(dict.fromkeys(task for task, _ in configs))
     first = next(iter(configs.values()))
     return {
         "protocol": {
             "settings": {"bare": list(BARE_FAMILIES), "block": "every other family"},
             "presets": {t: f"experiments/configs/{t}.py" for t in tasks},
+            "budgets": {t: _budget(next(c for (task, _), c in configs.items() if task == t)) for t in tasks},
             "solve_fraction": first.search.solve_fraction,
             "overrides": {k: v for k, v in overrides.items() if v is not None},
             "smoke": smoke,
@@ -143,6 +157,21 @@ def run_atlas(
         "device": jax.devices()[0].device_kind,
         "environment": environment(),
         "wall_time_s": time.perf_counter() - started,
+    }
+
+
+def _budget(config) -> dict[str, Any]:
+    """What one task's searches were given, after the overrides: the same for every mixer."""
+    return {
+        "hidden_size": config.model.hidden_size,
+        "steps": config.run.steps,
+        "num_seeds": config.run.num_seeds,
+        "batch_size": config.optim.batch_size,
+        "learning_rate": config.optim.learning_rate,
+        "eval_every": config.run.eval_every,
+        "sweep": list(config.search.sweep),
+        "max_bisections": config.search.max_bisections,
+        "solve_fraction": config.search.solve_fraction,
     }
 
 
@@ -210,6 +239,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, help="steps per lag for every mixer (default: the preset's)")
     parser.add_argument("--num-seeds", type=int, help="seeds per lag (default: the preset's)")
     parser.add_argument("--hidden-size", type=int, help="hidden size (default: the preset's)")
+    parser.add_argument("--sweep", help="comma-separated sweep lags for every task (default: the preset's)")
+    parser.add_argument(
+        "--max-bisections", type=int, help="bisection trials per search (default: the preset's)"
+    )
     parser.add_argument("--smoke", action="store_true", help="tiny sizes (seconds)")
     args = parser.parse_args(argv)
     models = mixer_names() if args.models == "all" else args.models.split(",")
@@ -224,8 +257,22 @@ def main(argv: list[str] | None = None) -> int:
         parser.exit(
             2, f"atlas: --tasks {','.join(bad)} has no preset; allowed values: {', '.join(DEFAULT_TASKS)}\n"
         )
+    try:
+        sweep = None if args.sweep is None else tuple(int(lag) for lag in args.sweep.split(","))
+    except ValueError:
+        parser.exit(2, f"atlas: --sweep {args.sweep!r} must be comma-separated positive integers\n")
+    if sweep is not None and (min(sweep) < 1 or list(sweep) != sorted(set(sweep))):
+        parser.exit(2, f"atlas: --sweep {args.sweep!r} must be strictly increasing positive integers\n")
+    if args.max_bisections is not None and args.max_bisections < 0:
+        parser.exit(2, f"atlas: --max-bisections {args.max_bisections} must be >= 0\n")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+
+    def write_outputs(atlas: dict[str, Any]) -> None:
+        write_json(out.with_suffix(".json"), atlas)
+        write_table(atlas, out.with_suffix(".csv"))
+        plot_atlas(atlas, out.with_suffix(".png"))
+
     atlas = run_atlas(
         models,
         tasks,
@@ -235,10 +282,11 @@ def main(argv: list[str] | None = None) -> int:
         steps=args.steps,
         num_seeds=args.num_seeds,
         hidden_size=args.hidden_size,
+        sweep=sweep,
+        max_bisections=args.max_bisections,
+        on_cell=write_outputs,
     )
-    write_json(out.with_suffix(".json"), atlas)
-    write_table(atlas, out.with_suffix(".csv"))
-    plot_atlas(atlas, out.with_suffix(".png"))
+    write_outputs(atlas)
     for cell in atlas["cells"]:
         print(
             f"{cell['task']:<8} {cell['mixer']:<16} {cell['setting']:<5} params {cell['params']:>7}  max lag "
