@@ -10,7 +10,7 @@ PYTEST_WORKERS ?= 2
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test,ray]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -35,7 +35,7 @@ clean:
 constraints:
 	rm -rf .venv-pin && $(PYTHON) -m venv .venv-pin
 	.venv-pin/bin/python -m pip install --quiet --upgrade pip
-	.venv-pin/bin/python -m pip install --quiet -e '.[test]'
+	.venv-pin/bin/python -m pip install --quiet -e '.[test,ray]'
 	head -3 constraints.txt > constraints.new
 	.venv-pin/bin/python -m pip freeze --exclude-editable >> constraints.new
 	mv constraints.new constraints.txt && rm -rf .venv-pin

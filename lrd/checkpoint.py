@@ -4,6 +4,8 @@
   the newest ``keep`` steps. Orbax writes into a temporary directory and renames it when complete, so a run killed
   mid-save leaves no half checkpoint that looks finished.
 * A state with any non-finite leaf is never written (``save`` warns and returns ``False``).
+* The state is saved as whole host arrays (gathered from every device and process), so a checkpoint written
+  on N devices restores on M; the run lays it out over its mesh again.
 * ``meta`` carries a SHA-256 digest of every array; ``restore_latest`` checks it and, when the newest checkpoint is
   unreadable or its digest does not match, warns and falls back to the one before.
 """
@@ -20,13 +22,14 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from lrd.distributed import to_host
 from lrd.train import TrainState
 
 __all__ = ["Checkpointer", "state_digest", "all_finite"]
 
 
 def _leaves(tree: Any) -> list[np.ndarray]:
-    return [np.asarray(leaf) for leaf in jax.tree_util.tree_leaves(jax.device_get(tree))]
+    return jax.tree_util.tree_leaves(to_host(tree))
 
 
 def state_digest(tree: Any) -> str:
@@ -67,7 +70,7 @@ class Checkpointer:
                 f"not writing the checkpoint at step {step}: the state holds NaN or Inf", stacklevel=2
             )
             return False
-        host_state = jax.device_get(state._asdict())
+        host_state = to_host(state._asdict())  # whole arrays: a checkpoint restores on any mesh
         meta = dict(meta or {}, step=int(step), digest=state_digest(host_state))
         self._manager.save(
             int(step),

@@ -300,6 +300,7 @@ def _run_in_workdir(config: ExperimentConfig, args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace, extra: Sequence[str]) -> int:
     """``lrd run``: train a config in a workdir (resumes if interrupted); checkpoints, metrics, summary."""
+    _start_distributed(args)
     config = config_from_args(args, extra)
     if config.run.workdir is None:
         raise ConfigError("run.workdir is required (e.g. --workdir runs/adding_lstm)")
@@ -308,12 +309,29 @@ def cmd_run(args: argparse.Namespace, extra: Sequence[str]) -> int:
 
 def cmd_lag_search(args: argparse.Namespace, extra: Sequence[str]) -> int:
     """``lrd lag-search``: the maximum learnable lag (geometric sweep, then bisection); resumable."""
+    from lrd.executors import make_executor
     from lrd.lag_search import format_result, lag_search
 
+    if args.executor == "ray" and any(
+        v is not None for v in (args.coordinator, args.num_processes, args.process_id)
+    ):
+        raise UsageError("--executor ray runs each trial on its own device; it does not take --coordinator")
+    if args.ray_address is not None and args.executor != "ray":
+        raise UsageError("--ray-address needs --executor ray")
+    _start_distributed(args)
     config = config_from_args(args, extra)
     if config.run.workdir is None:
         config = config.replace(run={"workdir": f"runs/lag_search/{config.model.name}_{config.task.name}"})
-    result = lag_search(config, overwrite=args.overwrite)
+    if args.executor == "ray":
+        from lrd.runner import prepare_workdir
+
+        prepare_workdir(config, overwrite=args.overwrite)  # a workdir error before Ray starts
+    executor = make_executor(args.executor, args.ray_address)
+    try:
+        result = lag_search(config, overwrite=args.overwrite, executor=executor)
+    finally:
+        if executor is not None:
+            executor.shutdown()
     print(json.dumps(result, indent=2) if args.json else format_result(result))
     print(f"results in {config.run.workdir}/lag_search.json and lag_search.png")
     return 0
@@ -617,18 +635,57 @@ def cmd_list(args: argparse.Namespace, extra: Sequence[str]) -> int:
     return 0
 
 
+def _add_distributed_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "several hosts (jax.distributed; started by itself under SLURM srun or on a multi-host TPU slice)"
+    )
+    group.add_argument("--coordinator", help="HOST:PORT of process 0's coordinator")
+    group.add_argument("--num-processes", type=int, help="how many processes take part")
+    group.add_argument("--process-id", type=int, help="this process's index, 0 .. num-processes - 1")
+
+
+def _start_distributed(args: argparse.Namespace) -> None:
+    """``jax.distributed.initialize`` before anything else touches JAX, when asked or launched for it."""
+    from lrd.distributed import initialize
+
+    given = (args.coordinator, args.num_processes, args.process_id)
+    if args.num_processes is not None and args.num_processes < 1:
+        raise UsageError(f"--num-processes must be >= 1, got {args.num_processes}")
+    if args.process_id is not None and args.num_processes is not None:
+        if not 0 <= args.process_id < args.num_processes:
+            raise UsageError(f"--process-id must be in 0..{args.num_processes - 1}, got {args.process_id}")
+    try:
+        initialize(*given)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+
+
 def _configure_run(parser: argparse.ArgumentParser) -> None:
     _add_config_args(parser, CONFIG_SHORTHANDS)
     parser.add_argument("--overwrite", action="store_true", help="replace a run with a different config")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    _add_distributed_args(parser)
 
 
 def _configure_lag_search(parser: argparse.ArgumentParser) -> None:
+    from lrd.executors import EXECUTORS
+
     _add_config_args(parser, CONFIG_SHORTHANDS)
     parser.add_argument(
         "--overwrite", action="store_true", help="discard a previous search with another config"
     )
     parser.add_argument("--json", action="store_true", help="print lag_search.json instead of the table")
+    parser.add_argument(
+        "--executor",
+        default="serial",
+        choices=EXECUTORS,
+        help="serial: one trial after another, here; ray: the whole sweep at once, then k-section, each trial a "
+        "Ray task (one GPU each where there are GPUs); needs the [ray] extra",
+    )
+    parser.add_argument(
+        "--ray-address", help="join this Ray cluster ('auto' or HOST:PORT; default: a local Ray started here)"
+    )
+    _add_distributed_args(parser)
 
 
 Command = tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace, Sequence[str]], int]]

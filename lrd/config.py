@@ -292,17 +292,40 @@ class TaskConfig:
 
 @dataclasses.dataclass(frozen=True)
 class OptimConfig:
-    """Adam or AdamW after global-norm clipping; ``batch_size`` sequences per step and seed."""
+    """Adam or AdamW after global-norm clipping; ``batch_size`` sequences per step and seed.
+
+    ``learning_rate`` is one rate or a grid of them (``--optim.learning_rate 3e-4,1e-3,3e-3``): a grid is trained
+    as an extra vmapped axis next to the seeds, in the same compiled program; every (rate, seed) member starts
+    from that seed's initialisation and sees that seed's data, so it equals the run with that rate alone. A
+    one-element grid is the plain rate."""
 
     name: str = "adam"
-    learning_rate: float = 1e-3
+    learning_rate: float | tuple[float, ...] = 1e-3
     clip_norm: float = 1.0
     weight_decay: float = 0.0
     batch_size: int = 64
 
+    @property
+    def learning_rates(self) -> tuple[float, ...]:
+        """The learning-rate grid (one rate: a one-element grid)."""
+        rate = self.learning_rate
+        return tuple(rate) if isinstance(rate, tuple) else (float(rate),)
+
     def __post_init__(self) -> None:
         _choice("optim.name", self.name, OPTIMIZERS)
-        _positive_float("optim.learning_rate", self.learning_rate)
+        if isinstance(self.learning_rate, list | tuple):
+            if not self.learning_rate:
+                raise ConfigError(
+                    "optim.learning_rate must be a number > 0 or a non-empty list of them, got []"
+                )
+            for rate in self.learning_rate:
+                _positive_float("optim.learning_rate entries", rate)
+            if len(set(self.learning_rate)) != len(self.learning_rate):
+                raise ConfigError(f"optim.learning_rate lists a rate twice: {list(self.learning_rate)}")
+            rates = tuple(float(rate) for rate in self.learning_rate)
+            object.__setattr__(self, "learning_rate", rates[0] if len(rates) == 1 else rates)
+        else:
+            _positive_float("optim.learning_rate", self.learning_rate)
         _positive_float("optim.clip_norm", self.clip_norm)
         if isinstance(self.weight_decay, bool) or not isinstance(self.weight_decay, int | float):
             raise ConfigError(f"optim.weight_decay must be a number >= 0, got {self.weight_decay!r}")
@@ -325,7 +348,8 @@ class RunConfig:
     A run stops with a numerical-fault error when, in one evaluation interval, some seed had more than
     ``max_skip_fraction`` of its steps skipped for a non-finite loss or gradient. If no evaluation completes for
     ``watchdog_s`` seconds (0: never), every thread's stack is dumped to ``workdir/stacks.txt`` (the run goes on),
-    so that a hang leaves evidence."""
+    so that a hang leaves evidence. ``mesh`` lays the run out over devices (``"auto"``: every visible device;
+    ``"members=M[,batch=B]"``), see :mod:`lrd.distributed`."""
 
     workdir: str | None = None
     steps: int = 2000
@@ -339,6 +363,7 @@ class RunConfig:
     max_skip_fraction: float = 0.5
     tensorboard: bool = True
     watchdog_s: float = 1800.0
+    mesh: str = "auto"
 
     def __post_init__(self) -> None:
         if self.workdir is not None and (not isinstance(self.workdir, str) or not self.workdir):
@@ -360,6 +385,14 @@ class RunConfig:
         if not (math.isfinite(self.watchdog_s) and self.watchdog_s >= 0):
             raise ConfigError(f"run.watchdog_s must be a number of seconds >= 0, got {self.watchdog_s!r}")
         _fraction("run.max_skip_fraction", self.max_skip_fraction)
+        from lrd.distributed import parse_mesh
+
+        if not isinstance(self.mesh, str):
+            raise ConfigError(f"run.mesh must be a string, got {self.mesh!r}")
+        try:
+            parse_mesh(self.mesh)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -509,6 +542,21 @@ class ExperimentConfig:
                 raise ConfigError(
                     f"{name} must be a {cls.__name__}, got {type(getattr(self, name)).__name__}"
                 )
+        from lrd.distributed import parse_mesh
+
+        explicit = parse_mesh(self.run.mesh)
+        if explicit is not None:
+            members = self.run.num_seeds * len(self.optim.learning_rates)
+            if members % explicit[0]:
+                raise ConfigError(
+                    f"run.mesh={self.run.mesh!r}: members={explicit[0]} does not divide the {members} members "
+                    "(run.num_seeds x learning rates)"
+                )
+            if self.optim.batch_size % explicit[1]:
+                raise ConfigError(
+                    f"run.mesh={self.run.mesh!r}: batch={explicit[1]} does not divide "
+                    f"optim.batch_size={self.optim.batch_size}"
+                )
         seq_len = self.task.build().seq_len
         for mixer, options in self.model.mixer_options().items():
             truncation = options.get("truncation")
@@ -652,7 +700,12 @@ def _parse_value(key: str, raw: str, hint: Any) -> Any:
     if origin in (typing.Union, types.UnionType):
         if raw.lower() in ("none", "null") and type(None) in args:
             return None
-        (inner,) = [a for a in args if a is not type(None)]
+        inner_types = [a for a in args if a is not type(None)]
+        if len(inner_types) == 2 and float in inner_types:  # float | tuple[float, ...]: "1e-3" or "1e-3,3e-3"
+            (grid,) = [a for a in inner_types if a is not float]
+            listed = "," in raw or raw.strip().startswith("[")
+            return _parse_value(key, raw, grid if listed else float)
+        (inner,) = inner_types
         return _parse_value(key, raw, inner)
     if hint is bool:
         if raw.lower() in ("true", "1", "yes"):
@@ -684,6 +737,11 @@ def _parse_value(key: str, raw: str, hint: Any) -> Any:
             raise ConfigError(f"{key} must be a comma-separated list or a JSON list, got {raw!r}") from None
         if args[0] is str:
             return tuple(str(i) for i in items)
+        if args[0] is float:
+            try:
+                return tuple(float(i) for i in items)
+            except (TypeError, ValueError):
+                raise ConfigError(f"{key} must be a comma-separated list of numbers, got {raw!r}") from None
         try:
             return tuple(int(i) for i in items)
         except (TypeError, ValueError):

@@ -368,11 +368,10 @@ def _nan(curve: dict[str, Any]) -> dict[str, Any]:
 def _restore_params(config: Any, workdir: Path, model: Any, task: Any) -> tuple[Any, int]:
     """The stacked parameters of the newest readable checkpoint of the run in ``workdir``, and its step."""
     from lrd.checkpoint import Checkpointer
-    from lrd.train import init_states, make_optimizer
+    from lrd.train import init_members, train_settings, unit_optimizer
 
-    optim = config.optim
-    optimizer = make_optimizer(optim.learning_rate, optim.clip_norm, optim.weight_decay)
-    like = jax.eval_shape(lambda: init_states(model, task, optimizer, config.run.seed, config.run.num_seeds))
+    settings = train_settings(config)
+    like = jax.eval_shape(lambda: init_members(model, task, unit_optimizer(settings), settings))
     with Checkpointer(workdir / "checkpoints") as checkpointer:
         restored = checkpointer.restore_latest(like)
     if restored is None:
@@ -394,7 +393,7 @@ def run_grad_flow(config: Any, *, from_workdir: str | Path | None = None) -> dic
         params, step = _restore_params(config, Path(from_workdir), model, task)
         source = {"kind": "checkpoint", "workdir": str(from_workdir), "step": step}
     else:
-        optimizer = make_optimizer(settings.learning_rate, settings.clip_norm, settings.weight_decay)
+        optimizer = make_optimizer(settings.learning_rates[0], settings.clip_norm, settings.weight_decay)
         params = init_states(model, task, optimizer, settings.seed, settings.num_seeds).params
         source = {"kind": "init", "seed": settings.seed}
     batch = held_out_batch(task, config.optim.batch_size, settings.eval_seed)

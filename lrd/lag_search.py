@@ -21,6 +21,7 @@ rewritten after every trial and ``workdir/lag_search.png`` plots the fraction of
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import shutil
@@ -31,6 +32,7 @@ from typing import Any
 import jax
 
 from lrd.config import ConfigError, ExperimentConfig
+from lrd.distributed import is_primary, sync
 from lrd.errors import NumericalFault
 from lrd.metrics_log import environment, write_json
 from lrd.preflight import check_memory
@@ -44,6 +46,7 @@ __all__ = [
     "plot_lag_search",
     "format_result",
     "summarise",
+    "ksection_lags",
 ]
 
 
@@ -61,29 +64,52 @@ def next_bisection_lag(lo: int, hi: int, resolution: float) -> int | None:
 
 
 def _trial_record(lag: int, phase: str, summary: dict[str, Any], solve_fraction: float) -> dict[str, Any]:
-    # a seed counts as solved when it met the criterion at some evaluation within the budget
-    solved = [s is not None for s in summary["steps_to_solve"]]
-    fraction = sum(solved) / len(solved)
-    return {
+    """One lag's outcome. With a learning-rate grid, the lag counts at its best rate (the MAD protocol): the
+    fraction solved, the learnability and ``seeds`` are the best rate's, and ``per_rate`` keeps every rate's."""
+    steps = summary["steps_to_solve"]  # per member, rate-major; a member solved if it met the criterion once
+    rates = summary.get("learning_rates") or [None]
+    num_seeds = len(steps) // len(rates)
+    final = summary.get("final_eval", {})
+
+    def seeds_at(j: int) -> list[dict[str, Any]]:
+        return [
+            {
+                "seed": i,
+                "solved": steps[j * num_seeds + i] is not None,
+                "steps_to_solve": steps[j * num_seeds + i],
+                **{f"final_{k}": v[j * num_seeds + i] for k, v in final.items() if len(v) == len(steps)},
+            }
+            for i in range(num_seeds)
+        ]
+
+    groups = [seeds_at(j) for j in range(len(rates))]
+    fractions = [sum(s["solved"] for s in group) / num_seeds for group in groups]
+    best = max(range(len(rates)), key=lambda j: (fractions[j], -_mean_steps(groups[j])))
+    record = {
         "lag": lag,
         "phase": phase,
         "status": summary["status"],
-        "fraction_solved": fraction,
-        "learnable": fraction >= solve_fraction - 1e-12,
-        "seeds": [
-            {
-                "seed": i,
-                "solved": solved[i],
-                "steps_to_solve": summary["steps_to_solve"][i],
-                **{f"final_{k}": v[i] for k, v in summary.get("final_eval", {}).items()},
-            }
-            for i in range(len(solved))
-        ],
+        "fraction_solved": fractions[best],
+        "learnable": fractions[best] >= solve_fraction - 1e-12,
+        "seeds": groups[best],
         "steps_run": summary.get("steps_run"),
         "chance_loss": summary.get("chance_loss"),
         "wall_time_s": summary.get("wall_time_s"),
         "workdir": summary.get("workdir"),
     }
+    if len(rates) > 1:
+        record["best_learning_rate"] = rates[best]
+        record["per_rate"] = [
+            {"learning_rate": rate, "fraction_solved": fractions[j], "seeds": groups[j]}
+            for j, rate in enumerate(rates)
+        ]
+    return record
+
+
+def _mean_steps(seeds: list[dict[str, Any]]) -> float:
+    """Mean steps to solve of the solved seeds (for ties between rates: the faster wins); inf if none."""
+    steps = [s["steps_to_solve"] for s in seeds if s["steps_to_solve"] is not None]
+    return sum(steps) / len(steps) if steps else float("inf")
 
 
 def _run_trial(config: ExperimentConfig, lag: int, root: Path, phase: str, progress: bool) -> dict[str, Any]:
@@ -121,10 +147,18 @@ def _result(
 
 
 def lag_search(
-    config: ExperimentConfig, *, overwrite: bool = False, progress: bool = True, log=print
+    config: ExperimentConfig,
+    *,
+    overwrite: bool = False,
+    progress: bool = True,
+    log=print,
+    executor: Any = None,
 ) -> dict[str, Any]:
     """Run the protocol of the module docstring in ``config.run.workdir``; return (and write) the result.
 
+    ``executor``: ``None`` runs the trials one after another in this process; an executor with ``width`` and
+    ``run(fn, calls)`` (e.g. :class:`lrd.executors.RayExecutor`) runs the parallel protocol (the whole sweep at
+    once, then k-section with ``width`` midpoints per round) with each trial an ordinary run in its own workdir.
     Every lag of the sweep is validated before anything is written (bisection lags lie between two of them).
     """
     for lag in config.search.sweep:
@@ -135,14 +169,19 @@ def lag_search(
                 check_memory(trial, task, trial.model.build(task))
         except ConfigError as err:
             raise ConfigError(f"search.sweep lag {lag}: {err}") from None
-    root, _ = prepare_workdir(config, overwrite=overwrite)
-    with WorkdirLock(root):
-        return _search(config, root, overwrite=overwrite, progress=progress, log=log)
+    if is_primary():  # with several processes (jax.distributed), process 0 owns the search's files
+        root, _ = prepare_workdir(config, overwrite=overwrite)
+    sync("lrd.lag_search.prepare")
+    root = Path(config.run.workdir)
+    with WorkdirLock(root) if is_primary() else contextlib.nullcontext():
+        if executor is None:
+            return _search(config, root, overwrite=overwrite, progress=progress, log=log)
+        return _search_parallel(config, root, executor, overwrite=overwrite, log=log)
 
 
 def _search(config: ExperimentConfig, root: Path, *, overwrite: bool, progress: bool, log) -> dict[str, Any]:
     """The body of :func:`lag_search` once its root workdir is prepared and locked."""
-    if overwrite:
+    if overwrite and is_primary():
         for trial_dir in root.glob("lag_*"):
             if trial_dir.is_dir():
                 shutil.rmtree(trial_dir)
@@ -161,7 +200,8 @@ def _search(config: ExperimentConfig, root: Path, *, overwrite: bool, progress: 
             f"[lag-search] {config.model.name} {phase:<6} lag={lag:<6} solved {trial['fraction_solved']:.2f} "
             f"-> {'learnable' if trial['learnable'] else 'NOT learnable'} (steps to solve per seed: {seeds})"
         )
-        write_json(root / "lag_search.json", _result(config, trials, started, done=False))
+        if is_primary():
+            write_json(root / "lag_search.json", _result(config, trials, started, done=False))
         return trial
 
     failures = 0
@@ -185,8 +225,70 @@ def _search(config: ExperimentConfig, root: Path, *, overwrite: bool, progress: 
         else:
             hi = mid
     result = _result(config, trials, started, done=True)
-    write_json(root / "lag_search.json", result)
-    plot_lag_search(result, root / "lag_search.png")
+    if is_primary():
+        write_json(root / "lag_search.json", result)
+        plot_lag_search(result, root / "lag_search.png")
+    return result
+
+
+def ksection_lags(lo: int, hi: int, k: int, resolution: float) -> list[int]:
+    """Up to ``k`` lags strictly inside ``(lo, hi)`` at geometrically even spacing (``k = 1``: the bisection
+    midpoint), or ``[]`` when ``lo`` and ``hi`` are close enough."""
+    if next_bisection_lag(lo, hi, resolution) is None:
+        return []
+    points = (int(round(lo * (hi / lo) ** (i / (k + 1)))) for i in range(1, k + 1))
+    return sorted({min(max(p, lo + 1), hi - 1) for p in points})
+
+
+def _bounds(trials: list[dict[str, Any]]) -> tuple[int | None, int | None]:
+    learnable = [t["lag"] for t in trials if t["learnable"]]
+    lo = max(learnable, default=None)
+    above = [t["lag"] for t in trials if not t["learnable"] and (lo is None or t["lag"] > lo)]
+    return lo, min(above, default=None)
+
+
+def _search_parallel(
+    config: ExperimentConfig, root: Path, executor: Any, *, overwrite: bool, log
+) -> dict[str, Any]:
+    """The parallel protocol: every sweep lag at once, then rounds of k-section (``executor.width`` lags per
+    round) between the largest learnable and the smallest unlearnable lag, until the resolution is reached or
+    ``search.max_bisections`` trials were spent after the sweep. The same trials give the same result as the
+    serial search: each trial is the same resumable run, read back when it is finished."""
+    if overwrite and is_primary():
+        for trial_dir in root.glob("lag_*"):
+            if trial_dir.is_dir():
+                shutil.rmtree(trial_dir)
+    search = config.search
+    started = time.perf_counter()
+    trials: list[dict[str, Any]] = []
+
+    def round_of(lags: list[int], phase: str) -> None:
+        calls = [(config, lag, root, phase, False) for lag in lags]
+        for trial in executor.run(_run_trial, calls):
+            trials.append(trial)
+            log(
+                f"[lag-search] {config.model.name} {phase:<6} lag={trial['lag']:<6} solved "
+                f"{trial['fraction_solved']:.2f} -> {'learnable' if trial['learnable'] else 'NOT learnable'}"
+            )
+        if is_primary():
+            write_json(root / "lag_search.json", _result(config, trials, started, done=False))
+
+    round_of(list(search.sweep), "sweep")
+    budget = search.max_bisections
+    while budget > 0:
+        lo, hi = _bounds(trials)
+        if lo is None or hi is None:
+            break
+        lags = ksection_lags(lo, hi, min(executor.width, budget), search.resolution)
+        if not lags:
+            break
+        round_of(lags, "ksect")
+        budget -= len(lags)
+    result = _result(config, trials, started, done=True)
+    result["executor"] = executor.describe()
+    if is_primary():
+        write_json(root / "lag_search.json", result)
+        plot_lag_search(result, root / "lag_search.png")
     return result
 
 

@@ -1,8 +1,8 @@
 """Run logs as data: ``metrics.jsonl`` (canonical), TensorBoard event files (tensorboardX, no TensorFlow needed).
 
-``metrics.jsonl`` holds one JSON object per (evaluation step, seed)::
+``metrics.jsonl`` holds one JSON object per (evaluation step, member: a seed at a learning rate)::
 
-    {"step": 500, "seed": 0, "train_loss": ..., "train_grad_norm": ..., "train_<metric>": ...,
+    {"step": 500, "seed": 0, "learning_rate": 0.001, "train_loss": ..., "train_grad_norm": ..., "train_<metric>": ...,
      "eval_loss": ..., "eval_<metric>": ..., "solved": false, "num_skipped": 0, "steps_per_s": 812.4,
      "wall_time_s": 12.3}
 
@@ -107,18 +107,23 @@ class MetricsLogger:
             self._write_events(history)
 
     def records(self, record: dict[str, Any]) -> list[dict[str, Any]]:
-        """The per-seed rows of one evaluation record of :func:`lrd.train.train`."""
-        num_seeds = len(record["solved"])
+        """The per-member rows of one evaluation record of :func:`lrd.train.train` (a row names its learning
+        rate only when the run has a grid of them)."""
+        num_members = len(record["solved"])
+        seeds = record.get("seed", list(range(num_members)))
+        rates = record.get("learning_rate", [None] * num_members)
         rows = []
-        for seed in range(num_seeds):
-            row: dict[str, Any] = {"step": int(record["step"]), "seed": seed}
+        for member in range(num_members):  # seed x learning rate, rate-major
+            row: dict[str, Any] = {"step": int(record["step"]), "seed": int(seeds[member])}
+            if rates[member] is not None:
+                row["learning_rate"] = float(rates[member])
             for key, values in record["train_mean"].items():
                 if key != "finite":
-                    row[f"train_{key}"] = _clean(float(values[seed]))
+                    row[f"train_{key}"] = _clean(float(values[member]))
             for key, values in record["eval"].items():
-                row[f"eval_{key}"] = _clean(float(values[seed]))
-            row["solved"] = bool(record["solved"][seed])
-            row["num_skipped"] = int(record["num_skipped"][seed])
+                row[f"eval_{key}"] = _clean(float(values[member]))
+            row["solved"] = bool(record["solved"][member])
+            row["num_skipped"] = int(record["num_skipped"][member])
             row["steps_per_s"] = float(record["steps_per_s"])
             row["wall_time_s"] = time.perf_counter() - self._t0
             rows.append(row)
@@ -134,12 +139,15 @@ class MetricsLogger:
     def _write_events(self, rows: Sequence[dict[str, Any]]) -> None:
         if self._writer is None or not rows:
             return
+        timed = set()
         for row in rows:
+            member = f"seed{row['seed']}" + (f"_lr{row['learning_rate']:g}" if "learning_rate" in row else "")
             for key, value in row.items():
                 if key.startswith(("train_", "eval_")) and isinstance(value, float):
                     split, _, name = key.partition("_")
-                    self._writer.add_scalar(f"{split}/{name}/seed{row['seed']}", value, row["step"])
-            if row["seed"] == 0:
+                    self._writer.add_scalar(f"{split}/{name}/{member}", value, row["step"])
+            if row["step"] not in timed:
+                timed.add(row["step"])
                 self._writer.add_scalar("steps_per_s", row["steps_per_s"], row["step"])
         self._writer.flush()
 

@@ -27,8 +27,8 @@ BYTES = 4  # float32
 
 
 def device_memory() -> int | None:
-    """Bytes of memory of the default device (``None`` when unknown)."""
-    device = jax.devices()[0]
+    """Bytes of memory of this process's first device (``None`` when unknown)."""
+    device = jax.local_devices()[0]
     stats = getattr(device, "memory_stats", lambda: None)()
     if stats and stats.get("bytes_limit"):
         return int(stats["bytes_limit"])

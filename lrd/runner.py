@@ -18,6 +18,7 @@ metrics as an uninterrupted run (bit for bit on CPU). A completed run is not tra
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -32,11 +33,20 @@ import numpy as np
 
 from lrd.checkpoint import Checkpointer
 from lrd.config import ConfigError, ExperimentConfig, config_diff
+from lrd.distributed import is_primary, mesh_shape, sync, to_host
 from lrd.errors import NumericalFault, Preempted, WorkdirError
 from lrd.metrics_log import MetricsLogger, environment, read_metrics, truncate_metrics, write_json
 from lrd.preflight import check_memory
 from lrd.tasks.base import Task
-from lrd.train import TrainSettings, TrainState, init_states, make_optimizer, train, train_settings
+from lrd.train import (
+    TrainSettings,
+    TrainState,
+    init_members,
+    per_rate,
+    train,
+    train_settings,
+    unit_optimizer,
+)
 from lrd.workdir import StopSignals, Watchdog, WorkdirLock, require_unlocked
 
 __all__ = [
@@ -74,7 +84,12 @@ def build_experiment(config: ExperimentConfig) -> Experiment:
         prepare()  # e.g. MNIST: fail now, with instructions, if the data is missing
     model = config.model.build(task)
     check_memory(config, task, model)
-    return Experiment(task, model, train_settings(config))
+    settings = train_settings(config)
+    try:
+        mesh_shape(settings.mesh, settings.num_members, settings.batch_size, jax.device_count())
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    return Experiment(task, model, settings)
 
 
 def describe(config: ExperimentConfig, task: Task) -> str:
@@ -92,14 +107,15 @@ def train_in_memory(config: ExperimentConfig, *, progress: bool = True) -> dict[
 
 def _comparable(config: dict[str, Any]) -> dict[str, Any]:
     """A config dict in canonical form (older files gain new defaults) restricted to :data:`RUN_SECTIONS`, without
-    ``run.workdir``: where a run lives is not what it is."""
+    ``run.workdir`` and ``run.mesh``: where a run lives and how it is laid out over devices are not what it is (a
+    run checkpointed on 8 devices resumes on 1)."""
     try:
         config = ExperimentConfig.from_dict(config).to_dict()
     except ConfigError:
         pass  # an old config the current rules reject: compare it as written
     comparable = {name: config.get(name) for name in RUN_SECTIONS}
     if isinstance(comparable.get("run"), dict):
-        comparable["run"] = {k: v for k, v in comparable["run"].items() if k != "workdir"}
+        comparable["run"] = {k: v for k, v in comparable["run"].items() if k not in ("workdir", "mesh")}
     return comparable
 
 
@@ -164,14 +180,35 @@ def _require_writable(workdir: Path) -> None:
         raise WorkdirError(f"run.workdir={str(workdir)!r} is not writable; choose another run.workdir")
 
 
-def steps_to_solve_from_metrics(records: Sequence[dict[str, Any]], num_seeds: int) -> list[int | None]:
-    """The first evaluation step at which each seed met the task's criterion (``None`` if never)."""
-    first: list[int | None] = [None] * num_seeds
-    for record in sorted(records, key=lambda r: (r["step"], r["seed"])):
-        seed = record["seed"]
-        if record.get("solved") and seed < num_seeds and first[seed] is None:
-            first[seed] = int(record["step"])
+def _member_of(record: dict[str, Any], num_seeds: int, learning_rates: Sequence[Any]) -> int | None:
+    """The members-axis position of a ``metrics.jsonl`` record (a record without a rate is at the first rate)."""
+    rate = record.get("learning_rate", learning_rates[0])
+    if rate not in learning_rates or record["seed"] >= num_seeds:
+        return None
+    return list(learning_rates).index(rate) * num_seeds + record["seed"]
+
+
+def steps_to_solve_from_metrics(
+    records: Sequence[dict[str, Any]], num_seeds: int, learning_rates: Sequence[Any] = (None,)
+) -> list[int | None]:
+    """The first evaluation step at which each member (seed x rate, rate-major) met the task's criterion
+    (``None`` if never)."""
+    first: list[int | None] = [None] * (num_seeds * len(learning_rates))
+    for record in sorted(records, key=lambda r: r["step"]):
+        member = _member_of(record, num_seeds, learning_rates)
+        if record.get("solved") and member is not None and first[member] is None:
+            first[member] = int(record["step"])
     return first
+
+
+class _NoLogger:
+    """The metrics logger of a process other than 0 (which writes nothing)."""
+
+    def __call__(self, state: TrainState, record: dict[str, Any]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 class _FaultGuard:
@@ -207,10 +244,17 @@ def run_experiment(
 ) -> dict[str, Any]:
     """Train (or resume, or return the finished) run of ``config``; return its summary (also in summary.json)."""
     task, model, settings = build_experiment(config)
-    workdir, previous = prepare_workdir(config, overwrite=overwrite)
+    if is_primary():  # with several processes (jax.distributed), process 0 owns the workdir's files
+        workdir, previous = prepare_workdir(config, overwrite=overwrite)
+    sync("lrd.prepare_workdir")
+    if not is_primary():
+        workdir = Path(config.run.workdir)
+        summary_path = workdir / "summary.json"
+        previous = json.loads(summary_path.read_text()) if summary_path.exists() else None
     if previous is not None and previous.get("status") == "completed":
         return previous
-    with WorkdirLock(workdir), StopSignals() as stop, Watchdog(workdir, config.run.watchdog_s) as watchdog:
+    lock = WorkdirLock(workdir) if is_primary() else contextlib.nullcontext()
+    with lock, StopSignals() as stop, Watchdog(workdir, config.run.watchdog_s) as watchdog:
         return _train_in_workdir(
             config,
             workdir,
@@ -257,16 +301,16 @@ def _train_with(
 ) -> dict[str, Any]:
     """Restore or initialise, train with the callbacks, write the summary (the checkpointer is closed by the
     caller whatever happens)."""
-    optimizer = make_optimizer(settings.learning_rate, settings.clip_norm, settings.weight_decay)
-    like = jax.eval_shape(lambda: init_states(model, task, optimizer, settings.seed, settings.num_seeds))
+    optimizer = unit_optimizer(settings)
+    like = jax.eval_shape(lambda: init_members(model, task, optimizer, settings))
     restored = checkpointer.restore_latest(like)
     if restored is None:
-        state, resumed_from = init_states(model, task, optimizer, settings.seed, settings.num_seeds), None
+        state, resumed_from = init_members(model, task, optimizer, settings), None
     else:
         state, meta = restored
         resumed_from = int(meta["step"])
-    start_step = int(np.asarray(state.step).reshape(-1)[0])
-    history = truncate_metrics(workdir / "metrics.jsonl", start_step)
+    start_step = int(to_host(state.step).reshape(-1)[0])
+    history = truncate_metrics(workdir / "metrics.jsonl", start_step) if is_primary() else []
 
     last_evaluation = [start_step]
 
@@ -284,8 +328,12 @@ def _train_with(
                 checkpointer.save(record["step"], state)
             raise Preempted(stop.requested, record["step"])
 
-    logger = MetricsLogger(workdir, tensorboard=config.run.tensorboard, history=history)
-    guard = _FaultGuard(config.run.max_skip_fraction, start_step, np.asarray(state.num_skipped))
+    logger = (
+        MetricsLogger(workdir, tensorboard=config.run.tensorboard, history=history)
+        if is_primary()
+        else _NoLogger()
+    )
+    guard = _FaultGuard(config.run.max_skip_fraction, start_step, to_host(state.num_skipped))
     status, error, preempted = "completed", None, None
     t0 = time.perf_counter()
     try:
@@ -298,7 +346,7 @@ def _train_with(
             progress=progress,
             description=description or describe(config, task),
         )
-        final_step = int(np.asarray(state.step).reshape(-1)[0])
+        final_step = int(to_host(state.step).reshape(-1)[0])
         if final_step not in checkpointer.steps():
             checkpointer.save(final_step, state)
     except NumericalFault as err:
@@ -310,8 +358,12 @@ def _train_with(
     finally:
         logger.close()
 
+    sync("lrd.metrics_written")  # every process reads the metrics process 0 wrote
     records = read_metrics(workdir / "metrics.jsonl")
+    rates = list(settings.learning_rates) if len(settings.learning_rates) > 1 else [None]
     last = [r for r in records if r["step"] == max((r["step"] for r in records), default=-1)]
+    last.sort(key=lambda r: _member_of(r, settings.num_seeds, rates) or 0)
+    steps_to_solve = steps_to_solve_from_metrics(records, settings.num_seeds, rates)
     summary.update(
         status=status,
         error=error,
@@ -319,13 +371,19 @@ def _train_with(
         task_name=config.task.name,
         seq_len=task.seq_len,
         chance_loss=float(task.chance_loss),
-        steps_to_solve=steps_to_solve_from_metrics(records, settings.num_seeds),
+        num_seeds=settings.num_seeds,
+        learning_rates=list(settings.learning_rates),
+        steps_to_solve=steps_to_solve,
+        per_rate=[
+            {"learning_rate": group["learning_rate"], "steps_to_solve": group["values"]}
+            for group in per_rate(settings, steps_to_solve)
+        ],
         final_eval={
-            k[len("eval_") :]: [r[k] for r in sorted(last, key=lambda r: r["seed"])]
+            k[len("eval_") :]: [r[k] for r in last]
             for k in (last[0] if last else {})
             if k.startswith("eval_")
         },
-        solved=[bool(r["solved"]) for r in sorted(last, key=lambda r: r["seed"])],
+        solved=[bool(r["solved"]) for r in last],
         resumed_from=resumed_from,
         wall_time_s=time.perf_counter() - t0,
         device=jax.devices()[0].device_kind,
@@ -333,7 +391,8 @@ def _train_with(
         scan_modes=config.model.resolved_scan_modes(),
         workdir=str(workdir),
     )
-    write_json(workdir / "summary.json", summary)
+    if is_primary():
+        write_json(workdir / "summary.json", summary)
     if status == "numerical_fault":
         raise NumericalFault(error)
     if preempted is not None:

@@ -3,9 +3,15 @@
 * :func:`train_step` (pure): sample a fresh batch from ``fold_in(state.key, state.step)``, take one optimizer
   step, and *skip* the update (counting it) when the loss or any gradient is not finite.
 * :func:`eval_step` (pure): task metrics on a batch.
-* :func:`train`: vmaps the step over a leading ``seeds`` axis (params, optimizer state, keys), scans
-  ``eval_every`` steps inside one compiled call, evaluates every seed on one fixed held-out batch, and stops early
-  when every seed meets the task's ``solved`` criterion.
+* :func:`train`: vmaps the step over a leading *members* axis (params, optimizer state, keys), scans
+  ``eval_every`` steps inside one compiled call, evaluates every member on one fixed held-out batch, and stops
+  early when every seed of some learning rate meets the task's ``solved`` criterion.
+
+Members: ``num_seeds`` seeds for each rate of the learning-rate grid (``optim.learning_rate`` may list several),
+rate-major: member ``m`` is seed ``m % num_seeds`` at rate ``m // num_seeds``. Every member of seed ``i`` starts
+from seed ``i``'s initialisation and sees seed ``i``'s data; the rate multiplies the update of an optimizer built
+with unit rate (``rate * (-u)``, the same float32 product as Adam's own ``-rate * u``), so member ``(i, j)`` is
+the run of rate ``j`` alone. With one rate the members are the seeds.
 
 Because the data key is derived from ``(seed key, step)``, a run resumed from a checkpoint of its state sees the
 same batches as an uninterrupted one.
@@ -23,7 +29,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
+from lrd.distributed import describe_mesh, make_mesh, replicate, shard_members, to_host
 from lrd.tasks.base import Batch, Task
 
 if TYPE_CHECKING:
@@ -40,6 +49,7 @@ __all__ = [
     "eval_step",
     "train",
     "held_out_batch",
+    "member_index",
 ]
 
 
@@ -70,6 +80,22 @@ class TrainSettings:
     eval_batch_size: int
     early_stop: bool
     eval_seed: int = 1_000_003
+    mesh: str = "auto"
+
+    @property
+    def learning_rates(self) -> tuple[float, ...]:
+        """The learning-rate grid (one rate: a one-element grid)."""
+        rate = self.learning_rate
+        return tuple(rate) if isinstance(rate, tuple | list) else (float(rate),)
+
+    @property
+    def num_members(self) -> int:
+        """Trained models in the program: one per (learning rate, seed)."""
+        return len(self.learning_rates) * self.num_seeds
+
+    def member(self, index: int) -> tuple[int, int]:
+        """``(rate index, seed)`` of member ``index`` (rate-major)."""
+        return divmod(index, self.num_seeds)
 
 
 def train_settings(config: ExperimentConfig) -> TrainSettings:
@@ -86,6 +112,7 @@ def train_settings(config: ExperimentConfig) -> TrainSettings:
         eval_every=run.eval_every,
         eval_batch_size=run.eval_batch_size,
         early_stop=run.early_stop,
+        mesh=run.mesh,
     )
 
 
@@ -131,15 +158,48 @@ def init_states(model: nn.Module, task: Task, optimizer, seed: int, num_seeds: i
     return jax.tree_util.tree_map(lambda *leaves: jnp.stack(leaves), *states)
 
 
+def member_index(rate_index: int, seed: int, num_seeds: int) -> int:
+    """The position of ``(rate, seed)`` on the members axis (rate-major)."""
+    return rate_index * num_seeds + seed
+
+
+def init_members(model: nn.Module, task: Task, optimizer, settings: TrainSettings) -> TrainState:
+    """States of every member: :func:`init_states` of the seeds, repeated for each learning rate (rate-major)."""
+    states = init_states(model, task, optimizer, settings.seed, settings.num_seeds)
+    repeats = len(settings.learning_rates)
+    if repeats == 1:
+        return states
+    return jax.tree_util.tree_map(lambda leaf: jnp.concatenate([leaf] * repeats), states)
+
+
+def member_rates(settings: TrainSettings) -> jax.Array:
+    """``float32[members]``: the learning rate of each member."""
+    return jnp.repeat(jnp.asarray(settings.learning_rates, jnp.float32), settings.num_seeds)
+
+
+def unit_optimizer(settings: TrainSettings):
+    """The optimizer of every member at rate 1; :func:`apply_batch` scales its update by the member's rate."""
+    return make_optimizer(1.0, settings.clip_norm, settings.weight_decay)
+
+
 def _all_finite(tree: Any) -> jax.Array:
     leaves = jax.tree_util.tree_leaves(tree)
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in leaves]))
 
 
 def apply_batch(
-    state: TrainState, batch: Batch, *, model: nn.Module, task: Task, optimizer
+    state: TrainState,
+    batch: Batch,
+    *,
+    model: nn.Module,
+    task: Task,
+    optimizer,
+    learning_rate: jax.Array | None = None,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
-    """One optimizer step on ``batch``; a non-finite loss or gradient leaves params unchanged and is counted."""
+    """One optimizer step on ``batch``; a non-finite loss or gradient leaves params unchanged and is counted.
+
+    ``learning_rate`` (a scalar, possibly traced) multiplies the update of an ``optimizer`` built with unit rate
+    (:func:`unit_optimizer`); ``None`` applies the optimizer's update as it is."""
 
     def loss_fn(params):
         outputs = model.apply({"params": params}, batch.inputs)
@@ -149,6 +209,8 @@ def apply_batch(
     finite = jnp.isfinite(loss) & _all_finite(grads)
     safe_grads = jax.tree_util.tree_map(lambda g: jnp.where(finite, g, jnp.zeros_like(g)), grads)
     updates, new_opt_state = optimizer.update(safe_grads, state.opt_state, state.params)
+    if learning_rate is not None:  # rate * (-u): the same rounding as Adam's -rate * u (negation is exact)
+        updates = jax.tree_util.tree_map(lambda u: learning_rate.astype(u.dtype) * u, updates)
     new_params = optax.apply_updates(state.params, updates)
 
     def keep(new, old):
@@ -169,11 +231,17 @@ def apply_batch(
 
 
 def train_step(
-    state: TrainState, *, model: nn.Module, task: Task, optimizer, batch_size: int
+    state: TrainState,
+    *,
+    model: nn.Module,
+    task: Task,
+    optimizer,
+    batch_size: int,
+    learning_rate: jax.Array | None = None,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
     """Sample the batch for ``state.step`` from this seed's stream and apply one step (pure)."""
     batch = task.sample(jax.random.fold_in(state.key, state.step), batch_size)
-    return apply_batch(state, batch, model=model, task=task, optimizer=optimizer)
+    return apply_batch(state, batch, model=model, task=task, optimizer=optimizer, learning_rate=learning_rate)
 
 
 def eval_step(params: Any, batch: Batch, *, model: nn.Module, task: Task) -> dict[str, jax.Array]:
@@ -193,16 +261,43 @@ def held_out_batch(task: Task, batch_size: int, eval_seed: int) -> Batch:
     return task.sample(jax.random.PRNGKey(eval_seed), batch_size)
 
 
-def make_chunk_fn(model: nn.Module, task: Task, optimizer, batch_size: int, num_steps: int) -> Callable:
-    """Jitted ``states -> (states, metrics[seeds, num_steps])``: ``num_steps`` steps of every seed in one call."""
+def make_chunk_fn(
+    model: nn.Module, task: Task, optimizer, batch_size: int, num_steps: int, mesh: Mesh | None = None
+) -> Callable:
+    """Jitted ``(states, rates[members]) -> (states, metrics[members, num_steps])``: ``num_steps`` steps of every
+    member in one call (``optimizer`` at unit rate, each member's update scaled by its rate; without ``rates``,
+    the optimizer's update as it is).
 
-    def one_seed(state):
+    With a ``mesh`` (:mod:`lrd.distributed`) the members axis is laid out over its ``"members"`` axis and, when
+    its ``"batch"`` axis has several devices, each step's batch over that one; the program is the same."""
+    split_batch = mesh is not None and mesh.shape["batch"] > 1
+
+    def one_member(state, learning_rate):
         def body(s, _):
-            return train_step(s, model=model, task=task, optimizer=optimizer, batch_size=batch_size)
+            batch = task.sample(jax.random.fold_in(s.key, s.step), batch_size)
+            if split_batch:
+                batch = jax.lax.with_sharding_constraint(batch, NamedSharding(mesh, P("batch")))
+            return apply_batch(
+                s, batch, model=model, task=task, optimizer=optimizer, learning_rate=learning_rate
+            )
 
         return jax.lax.scan(body, state, None, length=num_steps)
 
-    return jax.jit(jax.vmap(one_seed))
+    if mesh is None:
+        scaled = jax.jit(jax.vmap(one_member))
+        plain = jax.jit(jax.vmap(lambda state: one_member(state, None)))
+    else:
+        layout = NamedSharding(mesh, P("members"))
+        scaled = jax.jit(jax.vmap(one_member, spmd_axis_name="members"), out_shardings=layout)
+        plain = jax.jit(
+            jax.vmap(lambda st: one_member(st, None), spmd_axis_name="members"), out_shardings=layout
+        )
+
+    def chunk(states: TrainState, rates: jax.Array | None = None):
+        """``rates=None``: ``optimizer``'s own update (an optimizer built with its rate)."""
+        return plain(states) if rates is None else scaled(states, rates)
+
+    return chunk
 
 
 def make_eval_fn(model: nn.Module, task: Task) -> Callable:
@@ -211,11 +306,20 @@ def make_eval_fn(model: nn.Module, task: Task) -> Callable:
 
 
 def _to_host(tree: Any) -> Any:
-    return jax.tree_util.tree_map(np.asarray, jax.device_get(tree))
+    return to_host(tree)
 
 
-def _seed_solved(task: Task, eval_metrics: dict[str, np.ndarray], num_seeds: int) -> np.ndarray:
-    return np.array([task.solved({k: v[i] for k, v in eval_metrics.items()}) for i in range(num_seeds)])
+def _member_solved(task: Task, eval_metrics: dict[str, np.ndarray], num_members: int) -> np.ndarray:
+    return np.array([task.solved({k: v[i] for k, v in eval_metrics.items()}) for i in range(num_members)])
+
+
+def per_rate(settings: TrainSettings, values: Sequence[Any]) -> list[dict[str, Any]]:
+    """Per-member ``values`` grouped by learning rate: ``[{"learning_rate", "values": [per seed]}]``."""
+    n = settings.num_seeds
+    return [
+        {"learning_rate": rate, "values": list(values[j * n : (j + 1) * n])}
+        for j, rate in enumerate(settings.learning_rates)
+    ]
 
 
 ChunkCallback = Callable[[TrainState, dict[str, Any]], None]
@@ -231,23 +335,29 @@ def train(
     progress: bool = True,
     description: str = "",
 ) -> tuple[TrainState, dict[str, Any]]:
-    """Train ``settings.num_seeds`` seeds of ``model`` on ``task``; return the final states and a summary.
+    """Train every member (seed x learning rate) of ``model`` on ``task``; return the final states and a summary.
 
-    ``state`` (stacked over seeds) resumes a run; ``callbacks`` are called after every evaluation with the states
-    and a record ``{"step", "train": {...per seed}, "eval": {...per seed}, "solved": [...], "steps_per_s"}``.
-    The summary holds per-seed ``solved`` and ``steps_to_solve`` (first evaluation step at which the seed met the
-    criterion, ``None`` if never), the final held-out metrics, the chance loss and the wall time.
+    ``state`` (stacked over members) resumes a run; ``callbacks`` are called after every evaluation with the
+    states and a record ``{"step", "train": {...per member}, "eval": {...per member}, "solved": [...],
+    "seed": [...], "learning_rate": [...] (with a grid only), "steps_per_s"}``. The summary holds per-member ``solved`` and
+    ``steps_to_solve`` (first evaluation step at which the member met the criterion, ``None`` if never), the
+    learning rates, the final held-out metrics, the chance loss and the wall time.
     """
-    optimizer = make_optimizer(settings.learning_rate, settings.clip_norm, settings.weight_decay)
+    optimizer = unit_optimizer(settings)
+    num_members, num_seeds = settings.num_members, settings.num_seeds
+    mesh = make_mesh(settings.mesh, num_members, settings.batch_size)
     if state is None:
-        state = init_states(model, task, optimizer, settings.seed, settings.num_seeds)
-    eval_batch = held_out_batch(task, settings.eval_batch_size, settings.eval_seed)
+        state = init_members(model, task, optimizer, settings)
+    state = shard_members(state, mesh)
+    eval_batch = replicate(held_out_batch(task, settings.eval_batch_size, settings.eval_seed), mesh)
     eval_fn = make_eval_fn(model, task)
     chunk_fns: dict[int, Callable] = {}
-    num_seeds = settings.num_seeds
+    rates = shard_members(member_rates(settings), mesh)
+    seed_of = [settings.member(m)[1] for m in range(num_members)]
+    rate_of = [settings.learning_rates[settings.member(m)[0]] for m in range(num_members)]
 
-    start_step = int(np.asarray(state.step).reshape(-1)[0])
-    steps_to_solve: list[int | None] = [None] * num_seeds
+    start_step = int(to_host(state.step).reshape(-1)[0])
+    steps_to_solve: list[int | None] = [None] * num_members
     history: list[dict[str, Any]] = []
     bar = None
     if progress:
@@ -257,20 +367,20 @@ def train(
     t_start = time.perf_counter()
     step = start_step
     eval_metrics: dict[str, np.ndarray] = {}
-    solved = np.zeros(num_seeds, bool)
+    solved = np.zeros(num_members, bool)
     try:
         while step < settings.steps:
             n = min(settings.eval_every - step % settings.eval_every, settings.steps - step)
             if n not in chunk_fns:
-                chunk_fns[n] = make_chunk_fn(model, task, optimizer, settings.batch_size, n)
+                chunk_fns[n] = make_chunk_fn(model, task, optimizer, settings.batch_size, n, mesh)
             t0 = time.perf_counter()
-            state, train_metrics = chunk_fns[n](state)
+            state, train_metrics = chunk_fns[n](state, rates)
             train_metrics = _to_host(train_metrics)
             elapsed = time.perf_counter() - t0
             step += n
             eval_metrics = _to_host(eval_fn(state.params, eval_batch))
-            solved = _seed_solved(task, eval_metrics, num_seeds)
-            for i in range(num_seeds):
+            solved = _member_solved(task, eval_metrics, num_members)
+            for i in range(num_members):
                 if solved[i] and steps_to_solve[i] is None:
                     steps_to_solve[i] = step
             record = {
@@ -279,7 +389,9 @@ def train(
                 "train_mean": {k: v.mean(axis=1).tolist() for k, v in train_metrics.items()},
                 "eval": {k: v.tolist() for k, v in eval_metrics.items()},
                 "solved": solved.tolist(),
-                "num_skipped": np.asarray(state.num_skipped).tolist(),
+                "seed": seed_of,
+                **({"learning_rate": rate_of} if len(settings.learning_rates) > 1 else {}),
+                "num_skipped": to_host(state.num_skipped).tolist(),
                 "steps_per_s": n / max(elapsed, 1e-9),
             }
             history.append(record)
@@ -290,23 +402,25 @@ def train(
                 bar.set_postfix(
                     loss=f"{float(np.mean(train_metrics['loss'][:, -1])):.4f}",
                     eval=f"{float(np.mean(eval_metrics['loss'])):.4f}",
-                    solved=f"{int(solved.sum())}/{num_seeds}",
+                    solved=f"{int(solved.sum())}/{num_members}",
                     steps_s=f"{record['steps_per_s']:.0f}",
                 )
-            if settings.early_stop and solved.all():
-                break
+            if settings.early_stop and solved.reshape(-1, num_seeds).all(axis=1).any():
+                break  # every seed of some rate solved: the outcome at the best rate is known
     finally:
         if bar is not None:
             bar.close()
     summary = {
         "task": task.describe(),
         "num_seeds": num_seeds,
+        "learning_rates": list(settings.learning_rates),
         "steps_run": step,
         "solved": solved.tolist(),
         "steps_to_solve": steps_to_solve,
         "final_eval": {k: np.asarray(v).tolist() for k, v in eval_metrics.items()},
         "chance_loss": float(task.chance_loss),
-        "num_skipped": np.asarray(state.num_skipped).tolist(),
+        "num_skipped": to_host(state.num_skipped).tolist(),
+        "mesh": describe_mesh(mesh),
         "wall_time_s": time.perf_counter() - t_start,
     }
     return state, summary

@@ -78,6 +78,10 @@ MALFORMED = [
     (["optim.name=sgd"], "optim.name='sgd' is unknown; allowed values: adam, adamw"),
     (["optim.learning_rate=0"], "optim.learning_rate must be a finite number > 0"),
     (["optim.learning_rate=nan"], "optim.learning_rate must be a finite number > 0"),
+    (["optim.learning_rate=1e-3,-1"], "optim.learning_rate entries must be a finite number > 0"),
+    (["optim.learning_rate=1e-3,x"], "optim.learning_rate must be a comma-separated list of numbers"),
+    (["optim.learning_rate=1e-3,1e-3"], "optim.learning_rate lists a rate twice"),
+    (["optim.learning_rate=[]"], "optim.learning_rate must be a number > 0 or a non-empty list of them"),
     (["optim.clip_norm=-1"], "optim.clip_norm must be a finite number > 0"),
     (["optim.weight_decay=0.1"], "optim.weight_decay=0.1 needs optim.name='adamw'"),
     (["optim.batch_size=0"], "optim.batch_size must be a positive int"),
@@ -226,3 +230,12 @@ def test_missing_config_file_is_a_clear_error(tmp_path):
     bad.write_text("X = 1\n")
     with pytest.raises(ConfigError, match="must define get_config"):
         load_config(bad)
+
+
+def test_a_learning_rate_grid_parses_round_trips_and_a_one_rate_grid_is_the_rate():
+    grid = apply_overrides(ExperimentConfig(), ["optim.learning_rate=3e-4,1e-3,3e-3"])
+    assert grid.optim.learning_rate == (3e-4, 1e-3, 3e-3) == grid.optim.learning_rates
+    assert ExperimentConfig.from_dict(grid.to_dict()) == grid
+    one = apply_overrides(ExperimentConfig(), ["optim.learning_rate=[0.002]"])
+    assert one.optim.learning_rate == 0.002 and one.to_dict()["optim"]["learning_rate"] == 0.002
+    assert apply_overrides(ExperimentConfig(), ["optim.learning_rate=5e-4"]).optim.learning_rates == (5e-4,)

@@ -135,3 +135,36 @@ def test_a_sweep_lag_the_config_rejects_fails_before_anything_is_written(tmp_pat
         "search.sweep lag 10: model.truncation=15 exceeds the sequence length 10" in capsys.readouterr().err
     )
     assert not workdir.exists()
+
+
+def test_with_a_learning_rate_grid_a_lag_counts_at_its_best_rate_and_keeps_every_rate():
+    summary = {
+        "status": "completed",
+        "learning_rates": [1e-3, 1e-2, 1e-4],
+        # rate-major: 3 rates x 2 seeds; 1e-3 solves one seed, 1e-2 both, 1e-4 none
+        "steps_to_solve": [300, None, 200, 400, None, None],
+        "final_eval": {"loss": [0.0, 0.1, 0.0, 0.0, 0.2, 0.2]},
+        "steps_run": 400,
+    }
+    record = lag_search_module._trial_record(50, "sweep", summary, solve_fraction=1.0)
+    assert record["learnable"] and record["fraction_solved"] == 1.0 and record["best_learning_rate"] == 1e-2
+    assert [s["steps_to_solve"] for s in record["seeds"]] == [200, 400]
+    assert [r["fraction_solved"] for r in record["per_rate"]] == [0.5, 1.0, 0.0]
+    assert record["per_rate"][0]["seeds"][1] == {
+        "seed": 1,
+        "solved": False,
+        "steps_to_solve": None,
+        "final_loss": 0.1,
+    }
+    alone = lag_search_module._trial_record(
+        50,
+        "sweep",
+        {
+            **summary,
+            "learning_rates": [1e-3],
+            "steps_to_solve": [300, None],
+            "final_eval": {"loss": [0.0, 0.1]},
+        },
+        1.0,
+    )
+    assert not alone["learnable"] and "per_rate" not in alone

@@ -399,3 +399,33 @@ def test_an_unwritable_workdir_is_a_one_line_error_and_a_finished_run_in_one_is_
     with pytest.raises(WorkdirError, match=r"run.workdir='.*empty' is not writable"):
         run_experiment(tiny_config(empty), progress=False)
     assert list(empty.iterdir()) == []
+
+
+def test_a_learning_rate_grid_run_logs_each_member_summarises_per_rate_and_resumes(tmp_path):
+    grid = ["optim.learning_rate=1e-2,1e-3", "run.steps=20"]
+    config = tiny_config(tmp_path / "grid", *grid)
+    summary = run_experiment(config, progress=False)
+    assert summary["learning_rates"] == [1e-2, 1e-3] and len(summary["solved"]) == 4
+    assert [r["learning_rate"] for r in summary["per_rate"]] == [1e-2, 1e-3]
+    rows = [r for r in read_metrics(tmp_path / "grid" / "metrics.jsonl") if r["step"] == 20]
+    assert [(r["learning_rate"], r["seed"]) for r in rows] == [(1e-2, 0), (1e-2, 1), (1e-3, 0), (1e-3, 1)]
+    assert summary["final_eval"]["loss"] == [r["eval_loss"] for r in rows]
+    # the members at rate 1e-3 are the plain run at 1e-3
+    alone = run_experiment(
+        tiny_config(tmp_path / "alone", "optim.learning_rate=1e-3", "run.steps=20"), progress=False
+    )
+    np.testing.assert_allclose(summary["final_eval"]["loss"][2:], alone["final_eval"]["loss"], rtol=1e-5)
+    # a grid run killed after step 10 resumes to the same metrics (and summary) as the uninterrupted one
+
+    def kill_at_10(state, record):
+        if record["step"] == 10:
+            raise Killed
+
+    broken = tiny_config(tmp_path / "broken", *grid)
+    with pytest.raises(Killed):
+        run_experiment(broken, progress=False, callbacks=(kill_at_10,))
+    resumed = run_experiment(broken, progress=False)
+    assert resumed["resumed_from"] == 10 and resumed["final_eval"] == summary["final_eval"]
+    assert comparable(read_metrics(tmp_path / "broken" / "metrics.jsonl")) == comparable(
+        read_metrics(tmp_path / "grid" / "metrics.jsonl")
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import chex
+import jax
 import numpy as np
 import pytest
 
@@ -88,3 +89,45 @@ def test_lstm_learns_adding_at_a_short_lag():
     )
     _, summary = train(model, task, settings, progress=False)
     assert summary["final_eval"]["loss"][0] < 0.25 * task.chance_loss
+
+
+def test_learning_rate_grid_member_equals_that_seed_and_rate_alone():
+    # The grid is an extra vmapped axis: member (seed i, rate j) must be the run of rate j alone, seed i.
+    task = Adding(lag=6)
+    rates = (1e-2, 3e-3)
+    grid_state, grid = _run(task, "gru", "run.num_seeds=2", "optim.learning_rate=1e-2,3e-3", "run.steps=12")
+    assert grid["learning_rates"] == list(rates) and len(grid["solved"]) == 4
+    assert np.asarray(grid_state.step).tolist() == [12] * 4
+    for j, rate in enumerate(rates):
+        alone_state, alone = _run(
+            task, "gru", "run.num_seeds=2", f"optim.learning_rate={rate}", "run.steps=12"
+        )
+        for i in range(2):
+            member = jax.tree_util.tree_map(lambda x, m=j * 2 + i: x[m], grid_state)
+            seed = jax.tree_util.tree_map(lambda x, i=i: x[i], alone_state)
+            chex.assert_trees_all_close(member, seed, rtol=1e-6, atol=1e-7)
+            assert grid["final_eval"]["loss"][j * 2 + i] == pytest.approx(
+                alone["final_eval"]["loss"][i], rel=1e-5
+            )
+    loss = np.asarray(grid["final_eval"]["loss"])
+    assert not np.allclose(loss[:2], loss[2:])  # and the rates do differ
+
+
+def test_unit_rate_optimizer_scaled_by_the_rate_is_adam_at_that_rate_bit_for_bit():
+    from lrd.train import init_states, make_chunk_fn, make_optimizer, unit_optimizer
+
+    task = Adding(lag=5)
+    model = build_model("lstm", task, hidden_size=8)
+    settings = _settings("optim.learning_rate=3e-3")
+    plain = make_optimizer(3e-3, settings.clip_norm)
+    states = init_states(model, task, plain, seed=0, num_seeds=2)
+    expected, _ = make_chunk_fn(model, task, plain, batch_size=8, num_steps=4)(states)
+    scaled = make_chunk_fn(model, task, unit_optimizer(settings), batch_size=8, num_steps=4)
+    got, _ = scaled(states, jax.numpy.full((2,), 3e-3, jax.numpy.float32))
+    chex.assert_trees_all_equal(got, expected)
+
+
+def test_early_stop_with_a_grid_waits_for_one_rate_to_solve_every_seed():
+    task = Adding(lag=6, mse_threshold=10.0)  # met at once by every member
+    _, summary = _run(task, "lstm", "run.steps=100", "run.eval_every=5", "optim.learning_rate=1e-3,1e-2")
+    assert summary["steps_run"] == 5 and summary["steps_to_solve"] == [5, 5]
