@@ -35,6 +35,7 @@ RECURRENCE_PARAMS = {
     "indrnn": ("recurrent_weight",),
     "unicornn": ("w", "c"),
     "exprnn": ("skew",),
+    "scornn": ("skew",),
     "urnn": ("thetas", "reflections"),
 }
 

@@ -24,6 +24,14 @@ Initialisation of the skew-symmetric part (the paper's two options, block-diagon
 * ``"henaff"`` (Henaff et al. 2016): ``s ~ U[-pi, pi]``;
 * ``"cayley"`` (Helfrich et al. 2018): ``s = -sqrt((1 - cos u) / (1 + cos u))`` with ``u ~ U[0, pi/2]``.
 
+:class:`ScoRNN` (Helfrich, Willmott & Ye, ICML 2018): the recurrent matrix is a *scaled Cayley transform* of a
+skew-symmetric ``A``, ``W = (I + A)^{-1} (I - A) D``, with ``D`` a fixed diagonal of ``+-1``. The Cayley
+transform alone reaches only orthogonal matrices without eigenvalue -1; every orthogonal matrix is ``(I + A)^{-1}
+(I - A) D`` for some such ``D`` (and some ``A`` with entries in ``[-1, 1]``), so the paper fixes ``D`` with ``rho``
+minus ones (its hyperparameter, here ``num_negative``). With ``D`` fixed, ``W`` ranges over the orthogonal matrices
+of determinant ``(-1)^rho`` for which ``W D`` has no eigenvalue -1 (a dense subset). Same modReLU step as expRNN,
+in the paper's column convention ``h_t = modrelu(U x_t + W h_{t-1}; b)``, i.e. ``h W^T`` on rows.
+
 Shapes: ``x: float32[batch, time, d_in] -> h: float32[batch, time, hidden_size]``.
 """
 
@@ -42,11 +50,14 @@ from lrd.registry import register_mixer
 
 __all__ = [
     "ExpRNN",
+    "ScoRNN",
     "URNN",
     "modrelu",
     "complex_modrelu",
     "skew_symmetric_init",
     "orthogonal_from_skew",
+    "scaled_cayley",
+    "scaling_diagonal",
     "urnn_transition",
     "EXPRNN_INITS",
 ]
@@ -128,6 +139,120 @@ class ExpRNN(RecurrentCell):
     def spectrum(self, params: Mapping[str, Any]) -> np.ndarray:
         """Eigenvalues of the recurrent matrix ``expm(A - A^T)``: all of modulus 1."""
         return np.linalg.eigvals(np.asarray(orthogonal_from_skew(jnp.asarray(params["skew"])), np.float64))
+
+
+def scaling_diagonal(size: int, num_negative: int) -> np.ndarray:
+    """The diagonal of scoRNN's ``D``: ``size - num_negative`` ones, then ``num_negative`` minus ones (the
+    placement of the authors' code; any placement gives the same family of ``W``, up to relabelling units)."""
+    if not 0 <= num_negative <= size:
+        raise ValueError(f"num_negative must be in [0, {size}], got {num_negative!r}")
+    return np.concatenate([np.ones(size - num_negative), -np.ones(num_negative)]).astype(np.float32)
+
+
+def scaled_cayley(a: jax.Array, diagonal: jax.Array) -> jax.Array:
+    """``W = (I + S)^{-1} (I - S) D`` with ``S = triu(a, 1) - triu(a, 1)^T`` and ``D = diag(diagonal)``
+    (Helfrich et al. 2018): an orthogonal ``[H, H]`` matrix, by one LU solve (``I + S`` is invertible for
+    every skew ``S``: its eigenvalues are ``1 + i mu``, ``mu`` real)."""
+    upper = jnp.triu(a, 1)
+    skew = upper - upper.T
+    eye = jnp.eye(a.shape[0], dtype=a.dtype)
+    return jnp.linalg.solve(eye + skew, (eye - skew) * jnp.asarray(diagonal, a.dtype)[None, :])
+
+
+@register_mixer(
+    "scornn",
+    family="orthogonal",
+    description="scoRNN: orthogonal recurrent matrix (I + A)^-1 (I - A) D, modReLU (Helfrich, Willmott & Ye 2018)",
+)
+class ScoRNN(RecurrentCell):
+    """scoRNN (Helfrich, Willmott & Ye, "Orthogonal Recurrent Neural Networks with Scaled Cayley Transform",
+    ICML 2018): ``float32[batch, time, d_in] -> float32[batch, time, hidden_size]``.
+
+    The step (column vectors as in the paper, ``h W^T`` on the rows here)::
+
+        W   = (I + A)^{-1} (I - A) D          A skew-symmetric, D = diag(+-1) fixed
+        h_t = modrelu(U x_t + W h_{t-1}; b)   modrelu(z) = sign(z) relu(|z| + b),  h_0 = 0
+
+    ``W`` is orthogonal for every skew ``A``, and ``det W = det D = (-1)^num_negative`` whatever training does (a
+    Cayley transform has determinant 1), so ``num_negative`` is a discrete choice that gradient steps never change.
+
+    **Parameters.** ``input_kernel: [d_in, H]`` (``U``, LeCun normal, in ``param_dtype``), ``skew: [H, H]``
+    (float32 whatever ``param_dtype``; only its strictly upper triangle ``A_up`` is used, ``A = A_up - A_up^T``, as
+    :class:`ExpRNN` does), ``modrelu_bias: [H]`` (zeros, as in the authors' code). ``W`` is rebuilt from ``A`` by
+    one ``O(H^3)`` solve per call, outside the time loop; the recurrent product ``h W^T`` runs in float32.
+
+    **Initialisation** (the paper's "Cayley initialisation"): ``A`` block diagonal with 2x2 blocks ``[[0, s],
+    [-s, 0]]``, ``s = -sqrt((1 - cos u) / (1 + cos u)) = -tan(u / 2)``, ``u ~ U[0, pi/2]``, which is
+    :func:`skew_symmetric_init` ``("cayley")``. The Cayley transform of such a block is the rotation by ``-u``, so
+    before ``D`` the eigenvalues ``e^{+-iu}`` spread over the right half of the unit circle; ``D`` then negates
+    ``num_negative`` columns. The sign of ``s`` is that of the authors' code (and of expRNN's); it does not matter:
+    flipping it in a block is conjugation by ``diag(1, -1)``, which commutes with ``D`` and with modReLU and maps
+    the sign-symmetric initialisation of ``U`` and of a readout to itself, so the model is the same in
+    distribution.
+
+    **Training is the paper's algorithm, by autodiff.** The paper updates ``A`` by ``A <- A - lr dL/dA`` with
+    (its gradient theorem) ``dL/dA = V^T - V``, ``V = (I + A)^{-T} (dL/dW) (D + W^T)``. Differentiating ``W(A)``
+    gives ``dW = -(I + A)^{-1} dA (W + D)``, so the gradient with respect to ``A`` taken as a free matrix is
+    ``G = -V``, and the paper's formula is that gradient made skew, ``G - G^T``. Autodiff through the solve of
+    :func:`scaled_cayley` computes the gradient with respect to the strictly upper triangle, ``triu(V^T - V, 1)``:
+    the paper's matrix, one entry per independent coordinate. A plain gradient step on ``A_up`` moves ``A =
+    A_up - A_up^T`` by exactly ``-lr (V^T - V)``, the paper's update; an element-wise optimizer (RMSprop, Adam) on
+    ``A_up`` gives the update the authors' code gets by applying it to the full matrix ``A`` (entries ``(i, j)``
+    and ``(j, i)`` receive opposite gradients, so the same moment estimates up to sign). Parametrisation as
+    ``A = M - M^T`` with a free ``M`` would double the step. The tests check the gradient against the paper's
+    formula. Not reproduced: the paper trains ``A`` with its own optimizer and learning rate (RMSprop, 1e-4 or
+    1e-3), the rest with another; here one optimizer trains every parameter.
+
+    Attributes:
+      num_negative: ``rho``, the number of -1 entries of ``D`` (placed last), in ``[0, hidden_size]``. ``None``
+        (default): ``hidden_size // 2``, the paper's choice for the adding (n = 170, rho = 85) and copying
+        (n = 190, rho = 95) problems, the tasks of this codebase; for pixel MNIST the paper used ``n / 10``.
+    """
+
+    num_negative: int | None = None
+
+    @nn.nowrap
+    def check(self) -> None:
+        super().check()
+        self.require_int("num_negative", 0, optional=True)
+        self.require(
+            self.num_negative is None or self.num_negative <= self.hidden_size,
+            "num_negative",
+            f"must be <= hidden_size={self.hidden_size} (the number of -1 entries of D)",
+        )
+
+    @nn.nowrap
+    def scaling(self) -> np.ndarray:
+        """The diagonal of ``D`` (``float32[hidden_size]``)."""
+        rho = self.hidden_size // 2 if self.num_negative is None else self.num_negative
+        return scaling_diagonal(self.hidden_size, rho)
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        self.check()
+        h_size = self.hidden_size
+        input_kernel = self.weight("input_kernel", nn.initializers.lecun_normal(), (x.shape[-1], h_size))
+        skew = self.param("skew", skew_symmetric_init("cayley"), (h_size, h_size))
+        bias = self.param("modrelu_bias", nn.initializers.zeros_init(), (h_size,))
+        recurrent_rows = scaled_cayley(skew, self.scaling()).T  # h_t W^T for row states
+        xs, project = self.project_inputs(x, input_kernel, None)
+
+        def step(h: jax.Array, x_t: jax.Array, probe: jax.Array | None) -> tuple[jax.Array, dict]:
+            h = modrelu(project(x_t) + h @ recurrent_rows, bias)
+            return add_probe(h, probe), {}
+
+        h0 = jnp.zeros((x.shape[0], h_size), jnp.float32)
+        return to_batch_major(self.recur(step, h0, xs))
+
+    @nn.nowrap
+    def recurrent_matrix(self, params: Mapping[str, Any]) -> jax.Array:
+        """``W = (I + A)^{-1} (I - A) D`` from this module's ``params`` (column convention, as in the paper)."""
+        return scaled_cayley(jnp.asarray(params["skew"], jnp.float32), self.scaling())
+
+    @nn.nowrap
+    def spectrum(self, params: Mapping[str, Any]) -> np.ndarray:
+        """Eigenvalues of ``W``: all of modulus 1."""
+        return np.linalg.eigvals(np.asarray(self.recurrent_matrix(params), np.float64))
 
 
 def complex_modrelu(z: jax.Array, bias: jax.Array) -> jax.Array:
