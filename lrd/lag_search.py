@@ -10,6 +10,13 @@ Protocol (the ``search`` section of :class:`lrd.config.ExperimentConfig`):
    try the geometric midpoint, move ``lo`` or ``hi``, and stop when ``hi - lo <= max(1, resolution * lo)`` or
    after ``search.max_bisections`` trials.
 
+With a learning-rate grid (``optim.learning_rate`` a list), a lag counts at its best rate; every rate's outcome
+is kept in the trial's ``per_rate``.
+
+**In parallel** (``executor=``, e.g. ``lrd lag-search --executor ray``): the whole sweep at once, then rounds of
+k-section, ``k`` = the executor's width, at geometrically even lags inside ``(lo, hi)``, until the same resolution
+or ``search.max_bisections`` trials after the sweep. With ``k = 1`` a round is the bisection step.
+
 The result, ``max_learnable_lag = lo``, assumes that learnability falls with the lag (the sweep records every
 lag it tried, so a non-monotone outcome is visible in ``lag_search.json``). It is a statement about this budget:
 more steps or seeds can move it.
@@ -36,7 +43,7 @@ from lrd.distributed import is_primary, sync
 from lrd.errors import NumericalFault
 from lrd.metrics_log import environment, write_json
 from lrd.preflight import check_memory
-from lrd.runner import prepare_workdir, run_experiment
+from lrd.runner import check_mesh, prepare_workdir, run_experiment
 from lrd.workdir import WorkdirLock
 
 __all__ = [
@@ -167,6 +174,7 @@ def lag_search(
             if lag == max(config.search.sweep):  # the most memory any trial of the sweep needs
                 task = trial.task.build()
                 check_memory(trial, task, trial.model.build(task))
+                check_mesh(trial)
         except ConfigError as err:
             raise ConfigError(f"search.sweep lag {lag}: {err}") from None
     if is_primary():  # with several processes (jax.distributed), process 0 owns the search's files

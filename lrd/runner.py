@@ -84,12 +84,17 @@ def build_experiment(config: ExperimentConfig) -> Experiment:
         prepare()  # e.g. MNIST: fail now, with instructions, if the data is missing
     model = config.model.build(task)
     check_memory(config, task, model)
+    check_mesh(config)
+    return Experiment(task, model, train_settings(config))
+
+
+def check_mesh(config: ExperimentConfig) -> None:
+    """``run.mesh`` must fit the visible devices (the rest of it is checked by the config)."""
     settings = train_settings(config)
     try:
         mesh_shape(settings.mesh, settings.num_members, settings.batch_size, jax.device_count())
     except ValueError as err:
         raise ConfigError(str(err)) from None
-    return Experiment(task, model, settings)
 
 
 def describe(config: ExperimentConfig, task: Task) -> str:

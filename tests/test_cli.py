@@ -328,6 +328,24 @@ BAD_INPUT = [
     ("grad-flow", ["--hidden-size", "1000000000"], "model.hidden_size=1000000000: training"),
     ("run", ["--workdir", "{finished}", "--batch-size", "4"], "holds a finished run with a different config"),
     ("lag-search", ["--search.sweep", "50,20"], "search.sweep must be strictly increasing"),
+    ("lag-search", ["--ray-address", "auto"], "--ray-address needs --executor ray"),
+    ("lag-search", ["--coordinator", "h:1"], "--coordinator, --num-processes and --process-id must be given"),
+    (
+        "run",
+        ["--workdir", "{finished}", "--num-processes", "2", "--process-id", "2"],
+        "--process-id must be in 0..1",
+    ),
+    (
+        "lag-search",
+        ["--run.mesh", "members=3"],
+        "run.mesh='members=3': members=3 does not divide the 1 members",
+    ),
+    (
+        "lag-search",
+        ["--run.mesh", "members=1,batch=64"],
+        "run.mesh='members=1,batch=64' needs 64 devices; 1 are",
+    ),
+    ("lag-search", ["--optim.learning_rate", "1e-3,1e-3"], "optim.learning_rate lists a rate twice"),
     ("lag-search", ["--search.solve_fraction", "0"], "search.solve_fraction must be in (0, 1]"),
     (
         "lag-search",
