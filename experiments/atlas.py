@@ -49,6 +49,7 @@ from lrd.registry import get_mixer, mixer_names
 BARE_FAMILIES = ("classic", "oscillator", "orthogonal")
 DEFAULT_MODELS = ("rnn", "lstm", "gru")
 DEFAULT_TASKS = ("adding", "copy")
+TASKS = ("adding", "copy", "selective_copy", "temporal_order")  # the presets the atlas protocol covers
 SMOKE = {  # section -> overrides, tiny sizes for a test of the driver
     "model": {"hidden_size": 8},
     "run": {"steps": 20, "eval_every": 10, "checkpoint_every": 20, "eval_batch_size": 32, "num_seeds": 2},
@@ -79,6 +80,7 @@ def search_config(task: str, mixer: str, root: Path, *, smoke: bool = False, **o
                 "num_seeds": ("run", "num_seeds"),
                 "hidden_size": ("model", "hidden_size"),
                 "sweep": ("search", "sweep"),
+                "learning_rate": ("optim", "learning_rate"),
                 "max_bisections": ("search", "max_bisections"),
             }[key]
             sections.setdefault(section, {})[field] = value
@@ -167,7 +169,7 @@ def _budget(config) -> dict[str, Any]:
         "steps": config.run.steps,
         "num_seeds": config.run.num_seeds,
         "batch_size": config.optim.batch_size,
-        "learning_rate": config.optim.learning_rate,
+        "learning_rates": list(config.optim.learning_rates),
         "eval_every": config.run.eval_every,
         "sweep": list(config.search.sweep),
         "max_bisections": config.search.max_bisections,
@@ -243,6 +245,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--max-bisections", type=int, help="bisection trials per search (default: the preset's)"
     )
+    parser.add_argument(
+        "--learning-rate",
+        help="a rate or a comma-separated grid, trained as a vmapped axis; a lag counts at its best rate "
+        "(default: the preset's)",
+    )
     parser.add_argument("--smoke", action="store_true", help="tiny sizes (seconds)")
     args = parser.parse_args(argv)
     models = mixer_names() if args.models == "all" else args.models.split(",")
@@ -252,11 +259,9 @@ def main(argv: list[str] | None = None) -> int:
             2, f"atlas: --models {','.join(unknown)} unknown; allowed values: {', '.join(mixer_names())}\n"
         )
     tasks = args.tasks.split(",")
-    bad = [t for t in tasks if not (Path(__file__).parent / "configs" / f"{t}.py").is_file()]
+    bad = [t for t in tasks if t not in TASKS]
     if bad:
-        parser.exit(
-            2, f"atlas: --tasks {','.join(bad)} has no preset; allowed values: {', '.join(DEFAULT_TASKS)}\n"
-        )
+        parser.exit(2, f"atlas: --tasks {','.join(bad)} has no preset; allowed values: {', '.join(TASKS)}\n")
     try:
         sweep = None if args.sweep is None else tuple(int(lag) for lag in args.sweep.split(","))
     except ValueError:
@@ -265,6 +270,19 @@ def main(argv: list[str] | None = None) -> int:
         parser.exit(2, f"atlas: --sweep {args.sweep!r} must be strictly increasing positive integers\n")
     if args.max_bisections is not None and args.max_bisections < 0:
         parser.exit(2, f"atlas: --max-bisections {args.max_bisections} must be >= 0\n")
+    rates = None
+    if args.learning_rate is not None:
+        try:
+            rates = tuple(float(rate) for rate in args.learning_rate.split(","))
+        except ValueError:
+            parser.exit(
+                2, f"atlas: --learning-rate {args.learning_rate!r} must be numbers, comma-separated\n"
+            )
+        if min(rates) <= 0 or len(set(rates)) != len(rates):
+            parser.exit(
+                2, f"atlas: --learning-rate {args.learning_rate!r} must be distinct positive numbers\n"
+            )
+        rates = rates[0] if len(rates) == 1 else rates
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
 
@@ -284,6 +302,7 @@ def main(argv: list[str] | None = None) -> int:
         hidden_size=args.hidden_size,
         sweep=sweep,
         max_bisections=args.max_bisections,
+        learning_rate=rates,
         on_cell=write_outputs,
     )
     write_outputs(atlas)

@@ -307,7 +307,21 @@ def summarise(result: dict[str, Any]) -> dict[str, Any]:
         "max_learnable_lag": result["max_learnable_lag"],
         "smallest_unlearnable_lag": result["smallest_unlearnable_lag"],
         "trials": [
-            {"lag": t["lag"], "fraction_solved": t["fraction_solved"], "learnable": t["learnable"]}
+            {
+                "lag": t["lag"],
+                "fraction_solved": t["fraction_solved"],
+                "learnable": t["learnable"],
+                **(
+                    {
+                        "best_learning_rate": t["best_learning_rate"],
+                        "fraction_solved_per_rate": {
+                            str(r["learning_rate"]): r["fraction_solved"] for r in t["per_rate"]
+                        },
+                    }
+                    if "per_rate" in t
+                    else {}
+                ),
+            }
             for t in result["trials"]
         ],
         "wall_time_s": result["wall_time_s"],

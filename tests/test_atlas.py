@@ -48,6 +48,8 @@ def test_atlas_writes_its_files_and_resumes_without_retraining(tmp_path, capsys)
     [
         (["--models", "lstmm"], "--models lstmm unknown"),
         (["--tasks", "adder"], "--tasks adder has no preset"),
+        (["--learning-rate", "1e-3,-1"], "--learning-rate '1e-3,-1' must be distinct positive numbers"),
+        (["--sweep", "8,4"], "--sweep '8,4' must be strictly increasing positive integers"),
     ],
 )
 def test_bad_names_exit_2_before_compute(argv, expected, tmp_path, capsys):
@@ -55,3 +57,15 @@ def test_bad_names_exit_2_before_compute(argv, expected, tmp_path, capsys):
         atlas.main([*argv, "--out", str(tmp_path / "atlas"), "--workdir", str(tmp_path / "runs")])
     assert info.value.code == 2 and expected in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
+
+
+def test_a_learning_rate_grid_keeps_each_rate_s_outcome(tmp_path):
+    argv = ["--smoke", "--models", "gru", "--tasks", "adding", "--workdir", str(tmp_path / "runs")]
+    argv += ["--out", str(tmp_path / "atlas"), "--learning-rate", "1e-3,1e-2", "--sweep", "4"]
+    assert atlas.main(argv) == 0
+    result = json.loads((tmp_path / "atlas.json").read_text())
+    assert result["protocol"]["budgets"]["adding"]["learning_rates"] == [1e-3, 1e-2]
+    (trial,) = result["cells"][0]["trials"]
+    assert set(trial["fraction_solved_per_rate"]) == {"0.001", "0.01"}
+    assert trial["fraction_solved"] == max(trial["fraction_solved_per_rate"].values())
+    assert trial["best_learning_rate"] in (1e-3, 1e-2)
