@@ -255,11 +255,14 @@ def format_summary(summary: dict) -> str:
         f"chance_loss={summary['chance_loss']:.4f}",
         f"steps run: {summary['steps_run']}  wall time: {summary['wall_time_s']:.1f}s",
     ]
+    rates = summary.get("learning_rates") or [None]
+    num_seeds = len(summary["solved"]) // len(rates)
     for i, solved in enumerate(summary["solved"]):
         metrics = ", ".join(f"{k}={v[i]:.4g}" for k, v in summary["final_eval"].items())
         when = summary["steps_to_solve"][i]
         status = f"solved at step {when}" if solved or when is not None else "not solved"
-        lines.append(f"seed {i}: {status}; held-out {metrics}")
+        member = f"seed {i % num_seeds}" + (f" lr {rates[i // num_seeds]:g}" if len(rates) > 1 else "")
+        lines.append(f"{member}: {status}; held-out {metrics}")
     return "\n".join(lines)
 
 

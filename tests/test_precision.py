@@ -36,6 +36,7 @@ RECURRENCE_PARAMS = {
     "unicornn": ("w", "c"),
     "exprnn": ("skew",),
     "scornn": ("skew",),
+    "mamba2": ("A_log", "dt_bias"),
     "urnn": ("thetas", "reflections"),
 }
 
