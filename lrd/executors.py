@@ -75,7 +75,12 @@ class RayExecutor:
         return self._ray.get(refs)
 
     def describe(self) -> dict[str, Any]:
-        return {"name": "ray", "width": self.width, "cluster_gpus": self.num_gpus, "cluster_cpus": self.num_cpus}
+        return {
+            "name": "ray",
+            "width": self.width,
+            "cluster_gpus": self.num_gpus,
+            "cluster_cpus": self.num_cpus,
+        }
 
     def shutdown(self) -> None:
         """Stop the local Ray this executor started (a cluster it joined is left running)."""
