@@ -37,6 +37,7 @@ RECURRENCE_PARAMS = {
     "exprnn": ("skew",),
     "scornn": ("skew",),
     "mamba2": ("A_log", "dt_bias"),
+    "linoss": ("A_diag", "step_logit"),
     "urnn": ("thetas", "reflections"),
 }
 

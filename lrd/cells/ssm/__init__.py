@@ -1,13 +1,16 @@
-"""Linear-recurrent and state-space layers, one file per model: LRU, S4D, S5, selective SSM (Mamba S6), RG-LRU.
+"""Linear-recurrent and state-space layers, one file per model: LRU, S4D, S5, selective SSM (Mamba S6), RG-LRU,
+LinOSS, Mamba-2 (SSD).
 
-Every layer here is a *diagonal linear* recurrence ``h_t = a_t * h_{t-1} + b_t`` (complex for LRU/S4D/S5, real
+Most layers here are a *diagonal linear* recurrence ``h_t = a_t * h_{t-1} + b_t`` (complex for LRU/S4D/S5, real
 for S6/RG-LRU; ``a`` constant in time for LRU/S4D/S5, input-dependent for S6/RG-LRU), wrapped in position-wise
-maps. Each module subclasses :class:`lrd.cells.base.LinearRecurrentLayer`: the recurrence runs through
+maps. Each such module subclasses :class:`lrd.cells.base.LinearRecurrentLayer`: the recurrence runs through
 :func:`lrd.scan.linear_scan` in any ``scan_mode`` (default ``"auto"``: per backend, see ``AUTO_SCAN_MODES``;
 ``"fft"`` for the time-invariant LRU, S4D and S5, ``"fused"`` for the selective SSM), with ``chunk_size`` and
-``truncation``; everything else is computed for all steps at once, outside the scan. Modules only create
-parameters and then call the pure functions of their file, which the tests compare with loops over the papers'
-equations.
+``truncation``; everything else is computed for all steps at once, outside the scan. Two are not diagonal:
+LinOSS's transition is a real 2x2 block per oscillator (position and velocity), run by the block scans of its own
+file in the same modes; Mamba-2's state is a matrix per head with a scalar decay, run step by step or by the SSD
+chunked matmul form (it subclasses :class:`lrd.cells.base.Mixer`). Modules only create parameters and then call
+the pure functions of their file, which the tests compare with loops over the papers' equations.
 
 Conventions shared by all layers (helpers in :mod:`lrd.cells.ssm.common`):
 
@@ -25,7 +28,9 @@ Conventions shared by all layers (helpers in :mod:`lrd.cells.ssm.common`):
 """
 
 from lrd.cells.ssm.common import causal_depthwise_conv, zoh
+from lrd.cells.ssm.linoss import LinOSS, block_linear_scan, linoss, linoss_transition
 from lrd.cells.ssm.lru import LRU, lru, lru_lambda, lru_ring_init
+from lrd.cells.ssm.mamba2 import Mamba2, ssd_chunked, ssd_recurrent
 from lrd.cells.ssm.rglru import RGLRU, rglru, rglru_lambda_init, sqrt_bounded_derivative
 from lrd.cells.ssm.s4d import S4D, S4D_INITS, s4d, s4d_imag_init
 from lrd.cells.ssm.s5 import S5, hippo_legs, hippo_n, hippo_n_diagonalized, s5
@@ -37,6 +42,7 @@ __all__ = [
     "S5",
     "SelectiveSSM",
     "RGLRU",
+    "Mamba2",
     "S4D_INITS",
     "causal_depthwise_conv",
     "zoh",
@@ -50,7 +56,13 @@ __all__ = [
     "hippo_n_diagonalized",
     "s5",
     "selective_scan",
+    "ssd_recurrent",
+    "ssd_chunked",
     "rglru_lambda_init",
     "rglru",
     "sqrt_bounded_derivative",
+    "LinOSS",
+    "linoss",
+    "linoss_transition",
+    "block_linear_scan",
 ]
