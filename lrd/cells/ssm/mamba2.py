@@ -280,11 +280,11 @@ class Mamba2(Mixer):
     chunk_size: int | None = None
 
     SCAN_MODES: ClassVar[tuple[str, ...]] = MAMBA2_SCAN_MODES
-    # CPU, T=1024, d_model 64, batch 16, two runs on a loaded 2-core machine (fwd+bwd / fwd vs the LSTM in the
-    # same process; temp memory): sequential 11.1-12.3x / 4.1-4.3x, 271 MiB; chunked 7.8-8.0x / 8.7-11.2x,
-    # 389 MiB. So chunked trains ~1.5-2x faster on CPU and sequential evaluates ~2x faster with less memory;
-    # sequential stays the CPU default until a quiet-machine measurement says otherwise. GPU: unmeasured.
-    AUTO_SCAN_MODES: ClassVar[Mapping[str, str]] = {"cpu": "sequential", "gpu": "chunked"}
+    # CPU, T=1024, d_model 64, batch 16, quiet 2-core machine, one process (experiments/results/
+    # bench_T1024_d64_wave3_cpu2.json; fwd+bwd / fwd vs the LSTM; temp memory): sequential 9.8x / 5.6x, 271 MiB;
+    # chunked 5.9x / 11.2x, 389 MiB. Training is what the default serves, so chunked on CPU too (sequential
+    # evaluates 2x faster with less memory: pass scan_mode="sequential" for that). GPU: not measured yet.
+    AUTO_SCAN_MODES: ClassVar[Mapping[str, str]] = {"cpu": "chunked", "gpu": "chunked"}
     STATE_NAMES: ClassVar[tuple[str, ...]] = ("S",)
 
     @nn.nowrap
