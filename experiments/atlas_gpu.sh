@@ -2,9 +2,9 @@
 # The GPU-scale lag atlas (issue: the lag atlas): every registered mixer on the four atlas tasks, each task at its
 # preset's full budget (experiments/configs/TASK.py: hidden size, steps, sweep, bisections), 3 seeds, and a
 # learning-rate grid of three rates trained as a vmapped axis next to the seeds (a lag counts at its best rate).
-# Each (task, mixer) search is resumable: run the script again after an interruption. On a node with several
-# GPUs, add `--executor ray` support by running the searches through `lrd lag-search --executor ray` instead
-# (see README, "Scale out"); this script runs them one after another on the visible devices.
+# Each (task, mixer) search is resumable: run the script again after an interruption. The searches run one after
+# another, each run's members (seeds x rates) laid out over every visible device (run.mesh auto); to run the
+# trials of one search side by side on a cluster instead, use `lrd lag-search --executor ray` (README, "Scale out").
 #
 # Runtime: not measured yet (no GPU run so far). The CPU atlas (experiments/results/atlas_*_cpu2.*) is the reduced
 # budget that fits about two hours on a 2-core CPU: one rate, hidden 32, 1000-1500 steps, shorter sweeps.
