@@ -41,6 +41,8 @@ import jax
 
 from lrd.config import load_config
 from lrd.diagnostics import run_grad_flow
+from lrd.errors import UsageError
+from lrd.executors import make_executor
 from lrd.lag_search import lag_search, summarise
 from lrd.metrics_log import environment, write_json
 from lrd.models import count_params
@@ -113,18 +115,20 @@ def run_atlas(
     smoke: bool = False,
     log=print,
     on_cell=None,
+    executor: Any = None,
     **overrides: Any,
 ) -> dict[str, Any]:
     """Every (task, mixer) lag search, in order, resumable; returns the atlas (see module docstring).
 
     ``on_cell(atlas)``, if given, is called with the atlas so far after every finished search (the driver
-    writes its files then, so a long atlas shows its table while it runs)."""
+    writes its files then, so a long atlas shows its table while it runs). ``executor`` runs each search's trials
+    in parallel (:mod:`lrd.executors`; ``None``: serially, in this process)."""
     configs = {(t, m): search_config(t, m, root, smoke=smoke, **overrides) for t in tasks for m in models}
     started = time.perf_counter()
     cells = []
     for (task, mixer), config in configs.items():
         log(f"[atlas] {task} / {mixer} ({config.model.setting}) in {config.run.workdir}")
-        result = lag_search(config, progress=False, log=log)
+        result = lag_search(config, progress=False, log=log, executor=executor)
         cells.append(
             {
                 "task": task,
@@ -250,6 +254,13 @@ def main(argv: list[str] | None = None) -> int:
         help="a rate or a comma-separated grid, trained as a vmapped axis; a lag counts at its best rate "
         "(default: the preset's)",
     )
+    parser.add_argument(
+        "--executor",
+        default="serial",
+        choices=("serial", "ray"),
+        help="ray: each search's trials as Ray tasks (the parallel protocol); needs the [ray] extra",
+    )
+    parser.add_argument("--ray-address", help="join this Ray cluster (default: a local Ray started here)")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes (seconds)")
     args = parser.parse_args(argv)
     models = mixer_names() if args.models == "all" else args.models.split(",")
@@ -283,6 +294,8 @@ def main(argv: list[str] | None = None) -> int:
                 2, f"atlas: --learning-rate {args.learning_rate!r} must be distinct positive numbers\n"
             )
         rates = rates[0] if len(rates) == 1 else rates
+    if args.ray_address is not None and args.executor != "ray":
+        parser.exit(2, "atlas: --ray-address needs --executor ray\n")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
 
@@ -291,7 +304,28 @@ def main(argv: list[str] | None = None) -> int:
         write_table(atlas, out.with_suffix(".csv"))
         plot_atlas(atlas, out.with_suffix(".png"))
 
-    atlas = run_atlas(
+    try:
+        executor = make_executor(args.executor, args.ray_address)
+    except UsageError as err:
+        parser.exit(2, f"atlas: {err}\n")
+    try:
+        atlas = _run(args, models, tasks, sweep, rates, write_outputs, executor)
+    finally:
+        if executor is not None:
+            executor.shutdown()
+    write_outputs(atlas)
+    for cell in atlas["cells"]:
+        print(
+            f"{cell['task']:<8} {cell['mixer']:<16} {cell['setting']:<5} params {cell['params']:>7}  max lag "
+            f"{cell['max_learnable_lag']!s:>6}  (fails at {cell['smallest_unlearnable_lag']!s:>6})  "
+            f"grad decay/step at init {cell['grad_slope_per_step_at_init']}"
+        )
+    print(f"wrote {out.with_suffix('.json')}, .csv, .png")
+    return 0
+
+
+def _run(args, models, tasks, sweep, rates, write_outputs, executor) -> dict[str, Any]:
+    return run_atlas(
         models,
         tasks,
         Path(args.workdir),
@@ -304,16 +338,8 @@ def main(argv: list[str] | None = None) -> int:
         max_bisections=args.max_bisections,
         learning_rate=rates,
         on_cell=write_outputs,
+        executor=executor,
     )
-    write_outputs(atlas)
-    for cell in atlas["cells"]:
-        print(
-            f"{cell['task']:<8} {cell['mixer']:<16} {cell['setting']:<5} params {cell['params']:>7}  max lag "
-            f"{cell['max_learnable_lag']!s:>6}  (fails at {cell['smallest_unlearnable_lag']!s:>6})  "
-            f"grad decay/step at init {cell['grad_slope_per_step_at_init']}"
-        )
-    print(f"wrote {out.with_suffix('.json')}, .csv, .png")
-    return 0
 
 
 if __name__ == "__main__":

@@ -69,3 +69,24 @@ def test_a_learning_rate_grid_keeps_each_rate_s_outcome(tmp_path):
     assert set(trial["fraction_solved_per_rate"]) == {"0.001", "0.01"}
     assert trial["fraction_solved"] == max(trial["fraction_solved_per_rate"].values())
     assert trial["best_learning_rate"] in (1e-3, 1e-2)
+
+
+def test_with_a_parallel_executor_the_atlas_has_the_same_cells(tmp_path):
+    from lrd.executors import InlineExecutor
+
+    kwargs = {"smoke": True, "log": lambda *_: None, "sweep": (4, 8)}
+    serial = atlas.run_atlas(["rnn"], ["adding"], tmp_path / "serial", **kwargs)
+    parallel = atlas.run_atlas(
+        ["rnn"], ["adding"], tmp_path / "parallel", executor=InlineExecutor(2), **kwargs
+    )
+    for a, b in zip(serial["cells"], parallel["cells"], strict=True):
+        assert a["max_learnable_lag"] == b["max_learnable_lag"] and a["params"] == b["params"]
+        assert [t["lag"] for t in b["trials"]] == [4, 8]  # the whole sweep at once
+        assert a["trials"] == b["trials"][: len(a["trials"])]  # the serial search stops at its first failure
+        assert b["search"]["executor"] == {"name": "inline", "width": 2}
+
+
+def test_ray_address_without_ray_executor_exits_2(tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        atlas.main(["--ray-address", "auto", "--out", str(tmp_path / "a"), "--workdir", str(tmp_path / "r")])
+    assert info.value.code == 2 and "--ray-address needs --executor ray" in capsys.readouterr().err
