@@ -41,7 +41,7 @@ import jax
 
 from lrd.config import load_config
 from lrd.diagnostics import run_grad_flow
-from lrd.errors import UsageError
+from lrd.errors import ConfigError, Preempted, UsageError
 from lrd.executors import make_executor
 from lrd.lag_search import lag_search, summarise
 from lrd.metrics_log import environment, write_json
@@ -128,7 +128,27 @@ def run_atlas(
     cells = []
     for (task, mixer), config in configs.items():
         log(f"[atlas] {task} / {mixer} ({config.model.setting}) in {config.run.workdir}")
-        result = lag_search(config, progress=False, log=log, executor=executor)
+        try:
+            result = lag_search(config, progress=False, log=log, executor=executor)
+        except (ConfigError, Preempted):
+            raise
+        except Exception as err:  # e.g. out of memory: recorded in the cell, and the atlas goes on
+            message = f"{type(err).__name__}: {str(err).splitlines()[0][:300] if str(err) else ''}"
+            log(f"[atlas] {task} / {mixer}: the search stopped with {message}; recorded, going on")
+            cells.append(
+                {
+                    "task": task,
+                    "mixer": mixer,
+                    "family": get_mixer(mixer).family,
+                    "setting": config.model.setting,
+                    "hidden_size": config.model.hidden_size,
+                    "max_learnable_lag": None,
+                    "smallest_unlearnable_lag": None,
+                    "trials": [],
+                    "error": message,
+                }
+            )
+            continue
         cells.append(
             {
                 "task": task,
@@ -193,6 +213,7 @@ def write_table(atlas: dict[str, Any], path: Path) -> None:
         "smallest_unlearnable_lag",
         "grad_slope_per_step_at_init",
         "search_wall_time_s",
+        "error",
     )
     with path.open("w", newline="") as file:
         writer = csv.DictWriter(file, columns, extrasaction="ignore")
@@ -216,8 +237,10 @@ def plot_atlas(atlas: dict[str, Any], path: Path) -> None:
             cell = next((c for c in atlas["cells"] if c["task"] == task and c["mixer"] == mixer), None)
             if cell is None:
                 continue
+            if "error" in cell:
+                ax.text(1, row, f"  search failed: {cell['error'][:60]}", va="center", fontsize=7, color="C3")
             lags = [t["lag"] for t in cell["trials"]]
-            points = ax.scatter(
+            ax.scatter(
                 lags, [row] * len(lags), c=[t["fraction_solved"] for t in cell["trials"]], cmap="viridis",
                 vmin=0, vmax=1, s=40, edgecolors="k", linewidths=0.3,
             )  # fmt: skip
@@ -231,7 +254,8 @@ def plot_atlas(atlas: dict[str, Any], path: Path) -> None:
             ylim=(len(mixers) - 0.5, -0.5),
         )
         ax.set_title(f"{task}: every lag tried; red, the maximum learnable lag", fontsize=10)
-    fig.colorbar(points, ax=axes[0].tolist(), label="fraction of seeds solved")
+    scale = matplotlib.cm.ScalarMappable(norm=matplotlib.colors.Normalize(0, 1), cmap="viridis")
+    fig.colorbar(scale, ax=axes[0].tolist(), label="fraction of seeds solved")
     fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
 
@@ -316,9 +340,10 @@ def main(argv: list[str] | None = None) -> int:
     write_outputs(atlas)
     for cell in atlas["cells"]:
         print(
-            f"{cell['task']:<8} {cell['mixer']:<16} {cell['setting']:<5} params {cell['params']:>7}  max lag "
+            f"{cell['task']:<8} {cell['mixer']:<16} {cell['setting']:<5} params {cell.get('params')!s:>7}  max lag "
             f"{cell['max_learnable_lag']!s:>6}  (fails at {cell['smallest_unlearnable_lag']!s:>6})  "
-            f"grad decay/step at init {cell['grad_slope_per_step_at_init']}"
+            f"grad decay/step at init {cell.get('grad_slope_per_step_at_init')}"
+            + (f"  ERROR {cell['error']}" if "error" in cell else "")
         )
     print(f"wrote {out.with_suffix('.json')}, .csv, .png")
     return 0

@@ -90,3 +90,22 @@ def test_ray_address_without_ray_executor_exits_2(tmp_path, capsys):
     with pytest.raises(SystemExit) as info:
         atlas.main(["--ray-address", "auto", "--out", str(tmp_path / "a"), "--workdir", str(tmp_path / "r")])
     assert info.value.code == 2 and "--ray-address needs --executor ray" in capsys.readouterr().err
+
+
+def test_a_search_that_fails_is_recorded_and_the_atlas_goes_on(tmp_path, monkeypatch):
+    real = atlas.lag_search
+
+    def failing(config, **kwargs):
+        if config.model.name == "rnn":
+            raise RuntimeError("RESOURCE_EXHAUSTED: Out of memory allocating 25380864388 bytes.")
+        return real(config, **kwargs)
+
+    monkeypatch.setattr(atlas, "lag_search", failing)
+    argv = ["--smoke", "--models", "rnn,gru", "--tasks", "adding", "--workdir", str(tmp_path / "runs")]
+    assert atlas.main([*argv, "--out", str(tmp_path / "atlas"), "--sweep", "4"]) == 0
+    cells = {c["mixer"]: c for c in json.loads((tmp_path / "atlas.json").read_text())["cells"]}
+    assert (
+        cells["rnn"]["error"].startswith("RuntimeError: RESOURCE_EXHAUSTED") and cells["rnn"]["trials"] == []
+    )
+    assert "error" not in cells["gru"] and cells["gru"]["trials"][0]["lag"] == 4
+    assert "RESOURCE_EXHAUSTED" in (tmp_path / "atlas.csv").read_text()

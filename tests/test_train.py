@@ -131,3 +131,26 @@ def test_early_stop_with_a_grid_waits_for_one_rate_to_solve_every_seed():
     task = Adding(lag=6, mse_threshold=10.0)  # met at once by every member
     _, summary = _run(task, "lstm", "run.steps=100", "run.eval_every=5", "optim.learning_rate=1e-3,1e-2")
     assert summary["steps_run"] == 5 and summary["steps_to_solve"] == [5, 5]
+
+
+def test_evaluation_in_chunks_gives_the_one_call_metrics_with_the_memory_of_one_chunk():
+    from lrd.tasks.adding import Adding as AddingTask
+    from lrd.train import eval_chunk, eval_step, held_out_batch, init_states, make_eval_fn, make_optimizer
+
+    assert eval_chunk(512) == 64 and eval_chunk(100) == 50 and eval_chunk(7) == 7 and eval_chunk(67) == 1
+    task = AddingTask(lag=30, variant="hochreiter")  # max_abs_error: a maximum, not a mean, over sequences
+    model = build_model("attention", task, hidden_size=8, setting="block")
+    params = init_states(model, task, make_optimizer(1e-3), 0, 2).params
+    batch = held_out_batch(task, 512, 1)
+    chunked = make_eval_fn(model, task)
+    got = chunked(params, batch)
+    for i in range(2):
+        want = eval_step(jax.tree_util.tree_map(lambda x, i=i: x[i], params), batch, model=model, task=task)
+        for key, value in want.items():
+            assert float(got[key][i]) == pytest.approx(float(value), rel=1e-6, abs=1e-7), key
+    whole = jax.jit(jax.vmap(lambda p, b: eval_step(p, b, model=model, task=task), in_axes=(0, None)))
+
+    def temp(fn):
+        return fn.lower(params, batch).compile().memory_analysis().temp_size_in_bytes
+
+    assert temp(chunked) * 4 < temp(whole)  # attention's scores of 64 sequences at a time, not 512
