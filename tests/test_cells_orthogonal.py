@@ -51,6 +51,26 @@ def ref_exprnn(p, u):
     return np.stack(out, 1)
 
 
+def _adam_steps(module, params, x, target, steps: int = 100, rate: float = 3e-2):
+    """``steps`` Adam steps on the mean squared error of ``module`` against ``target``: (params, first loss, last)."""
+    optimizer = optax.adam(rate)
+    state = optimizer.init(params)
+
+    @jax.jit
+    def step(params, state):
+        loss, grads = jax.value_and_grad(lambda p: jnp.mean((module.apply({"params": p}, x) - target) ** 2))(
+            params
+        )
+        updates, state = optimizer.update(grads, state)
+        return optax.apply_updates(params, updates), state, loss
+
+    first = loss = None
+    for _ in range(steps):
+        params, state, loss = step(params, state)
+        first = loss if first is None else first
+    return params, first, loss
+
+
 def test_matches_float64_reference_over_300_steps():
     x = jax.random.normal(jax.random.PRNGKey(0), (BATCH, 300, D_IN))
     module = ExpRNN(HIDDEN)
@@ -88,22 +108,7 @@ def test_recurrent_matrix_stays_orthogonal_after_100_adam_steps():
     x = jax.random.normal(jax.random.PRNGKey(0), (8, 30, D_IN))
     target = jax.random.normal(jax.random.PRNGKey(1), (8, 30, HIDDEN))
     module = ExpRNN(HIDDEN)
-    params = module.init(jax.random.PRNGKey(2), x)["params"]
-    optimizer = optax.adam(3e-2)
-    state = optimizer.init(params)
-
-    @jax.jit
-    def step(params, state):
-        loss, grads = jax.value_and_grad(lambda p: jnp.mean((module.apply({"params": p}, x) - target) ** 2))(
-            params
-        )
-        updates, state = optimizer.update(grads, state)
-        return optax.apply_updates(params, updates), state, loss
-
-    first = None
-    for _ in range(100):
-        params, state, loss = step(params, state)
-        first = loss if first is None else first
+    params, first, loss = _adam_steps(module, module.init(jax.random.PRNGKey(2), x)["params"], x, target)
     # Then the loss went down, the skew parameters moved, and B = expm(A - A^T) is orthogonal to 1e-5.
     assert float(loss) < float(first)
     b = np.asarray(orthogonal_from_skew(params["skew"]), np.float64)
@@ -275,21 +280,7 @@ def test_scornn_recurrent_matrix_stays_orthogonal_after_100_adam_steps():
     module = ScoRNN(HIDDEN)
     params = module.init(jax.random.PRNGKey(2), x)["params"]
     initial_skew = params["skew"]
-    optimizer = optax.adam(3e-2)
-    state = optimizer.init(params)
-
-    @jax.jit
-    def step(params, state):
-        loss, grads = jax.value_and_grad(lambda p: jnp.mean((module.apply({"params": p}, x) - target) ** 2))(
-            params
-        )
-        updates, state = optimizer.update(grads, state)
-        return optax.apply_updates(params, updates), state, loss
-
-    first = None
-    for _ in range(100):
-        params, state, loss = step(params, state)
-        first = loss if first is None else first
+    params, first, loss = _adam_steps(module, params, x, target)
     # Then the loss went down, A moved, W = (I + A)^{-1} (I - A) D is orthogonal to 1e-5 and det W = det D still.
     assert float(loss) < float(first)
     assert float(jnp.max(jnp.abs(jnp.triu(params["skew"] - initial_skew, 1)))) > 0.3
