@@ -137,11 +137,7 @@ def run_atlas(
             log(f"[atlas] {task} / {mixer}: the search stopped with {message}; recorded, going on")
             cells.append(
                 {
-                    "task": task,
-                    "mixer": mixer,
-                    "family": get_mixer(mixer).family,
-                    "setting": config.model.setting,
-                    "hidden_size": config.model.hidden_size,
+                    **_cell_head(task, mixer, config),
                     "max_learnable_lag": None,
                     "smallest_unlearnable_lag": None,
                     "trials": [],
@@ -151,11 +147,7 @@ def run_atlas(
             continue
         cells.append(
             {
-                "task": task,
-                "mixer": mixer,
-                "family": get_mixer(mixer).family,
-                "setting": config.model.setting,
-                "hidden_size": config.model.hidden_size,
+                **_cell_head(task, mixer, config),
                 **summarise(result),
                 "search_wall_time_s": result["wall_time_s"],
                 **describe(config),
@@ -165,6 +157,17 @@ def run_atlas(
         if on_cell is not None:
             on_cell(_atlas(configs, cells, overrides, smoke, started))
     return _atlas(configs, cells, overrides, smoke, started)
+
+
+def _cell_head(task: str, mixer: str, config) -> dict[str, Any]:
+    """What every atlas cell starts with: where it is and how the mixer was set up."""
+    return {
+        "task": task,
+        "mixer": mixer,
+        "family": get_mixer(mixer).family,
+        "setting": config.model.setting,
+        "hidden_size": config.model.hidden_size,
+    }
 
 
 def _atlas(configs, cells, overrides, smoke, started) -> dict[str, Any]:

@@ -187,12 +187,18 @@ def lag_search(
         return _search_parallel(config, root, executor, overwrite=overwrite, log=log)
 
 
-def _search(config: ExperimentConfig, root: Path, *, overwrite: bool, progress: bool, log) -> dict[str, Any]:
-    """The body of :func:`lag_search` once its root workdir is prepared and locked."""
-    if overwrite and is_primary():
+def _remove_trials(root: Path) -> None:
+    """Delete a previous search's trial workdirs (``--overwrite``; process 0 only)."""
+    if is_primary():
         for trial_dir in root.glob("lag_*"):
             if trial_dir.is_dir():
                 shutil.rmtree(trial_dir)
+
+
+def _search(config: ExperimentConfig, root: Path, *, overwrite: bool, progress: bool, log) -> dict[str, Any]:
+    """The body of :func:`lag_search` once its root workdir is prepared and locked."""
+    if overwrite:
+        _remove_trials(root)
     search = config.search
     started = time.perf_counter()
     trials: list[dict[str, Any]] = []
@@ -262,10 +268,8 @@ def _search_parallel(
     round) between the largest learnable and the smallest unlearnable lag, until the resolution is reached or
     ``search.max_bisections`` trials were spent after the sweep. The same trials give the same result as the
     serial search: each trial is the same resumable run, read back when it is finished."""
-    if overwrite and is_primary():
-        for trial_dir in root.glob("lag_*"):
-            if trial_dir.is_dir():
-                shutil.rmtree(trial_dir)
+    if overwrite:
+        _remove_trials(root)
     search = config.search
     started = time.perf_counter()
     trials: list[dict[str, Any]] = []
