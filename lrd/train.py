@@ -327,10 +327,6 @@ def make_eval_fn(model: nn.Module, task: Task) -> Callable:
     return jax.jit(jax.vmap(one_member, in_axes=(0, None)))
 
 
-def _to_host(tree: Any) -> Any:
-    return to_host(tree)
-
-
 def _member_solved(task: Task, eval_metrics: dict[str, np.ndarray], num_members: int) -> np.ndarray:
     return np.array([task.solved({k: v[i] for k, v in eval_metrics.items()}) for i in range(num_members)])
 
@@ -397,10 +393,10 @@ def train(
                 chunk_fns[n] = make_chunk_fn(model, task, optimizer, settings.batch_size, n, mesh)
             t0 = time.perf_counter()
             state, train_metrics = chunk_fns[n](state, rates)
-            train_metrics = _to_host(train_metrics)
+            train_metrics = to_host(train_metrics)
             elapsed = time.perf_counter() - t0
             step += n
-            eval_metrics = _to_host(eval_fn(state.params, eval_batch))
+            eval_metrics = to_host(eval_fn(state.params, eval_batch))
             solved = _member_solved(task, eval_metrics, num_members)
             for i in range(num_members):
                 if solved[i] and steps_to_solve[i] is None:

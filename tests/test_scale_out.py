@@ -16,8 +16,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from test_lag_search import fake_trials  # the same fake learner as the serial protocol's tests
 
-from lrd import lag_search as lag_search_module
 from lrd.config import ExperimentConfig, apply_overrides
 from lrd.distributed import mesh_shape, parse_mesh
 from lrd.executors import InlineExecutor
@@ -204,32 +204,14 @@ def test_ksection_lags_are_geometric_inside_the_bracket():
     assert ksection_lags(100, 105, 3, 0.1) == []
 
 
-def _fake_learner(threshold: int, calls_file: Path):
-    def fake(config, lag, root, phase, progress):
-        with calls_file.open("a") as f:
-            f.write(f"{lag}\n")
-        ok = lag <= threshold
-        summary = {
-            "status": "completed",
-            "steps_to_solve": [100, 200] if ok else [None, None],
-            "final_eval": {"loss": [0.0, 0.0] if ok else [0.2, 0.2]},
-            "steps_run": 200,
-        }
-        return lag_search_module._trial_record(lag, phase, summary, config.search.solve_fraction)
-
-    return fake
-
-
 SEARCH = ["search.sweep=10,20,50,100,200,500,1000", "search.resolution=0.001", "search.max_bisections=30"]
 
 
 @pytest.mark.parametrize("threshold", [37, 640, 5])
 def test_the_parallel_protocol_finds_the_serial_search_s_lag(tmp_path, monkeypatch, threshold):
-    results = {}
+    results, calls = {}, {"serial": [], "inline4": []}
     for name, executor in [("serial", None), ("inline4", InlineExecutor(4))]:
-        monkeypatch.setattr(
-            lag_search_module, "_run_trial", _fake_learner(threshold, tmp_path / f"{name}.txt")
-        )
+        fake_trials(monkeypatch, threshold, calls[name])
         config = apply_overrides(ExperimentConfig(), [f"run.workdir={tmp_path / name}", *SEARCH])
         results[name] = lag_search(config, progress=False, log=lambda *_: None, executor=executor)
     assert results["serial"]["max_learnable_lag"] == results["inline4"]["max_learnable_lag"]
@@ -237,14 +219,11 @@ def test_the_parallel_protocol_finds_the_serial_search_s_lag(tmp_path, monkeypat
     if threshold >= 10:
         assert results["inline4"]["max_learnable_lag"] == threshold  # resolution 0.001: the exact boundary
     assert results["inline4"]["executor"] == {"name": "inline", "width": 4}
-    serial_calls = (tmp_path / "serial.txt").read_text().split()
-    parallel_calls = (tmp_path / "inline4.txt").read_text().split()
-    assert parallel_calls[:7] == ["10", "20", "50", "100", "200", "500", "1000"]  # the whole sweep at once
+    serial_calls, parallel_calls = calls["serial"], calls["inline4"]
+    assert parallel_calls[:7] == [10, 20, 50, 100, 200, 500, 1000]  # the whole sweep at once
     if threshold == 640:  # 4 lags a round: fewer rounds than the serial search's bisections
         rounds = (len(parallel_calls) - 7 + 3) // 4
-        assert rounds < len(serial_calls) - len(
-            [lag for lag in serial_calls if int(lag) in (10, 20, 50, 100)]
-        )
+        assert rounds < len(serial_calls) - len([lag for lag in serial_calls if lag in (10, 20, 50, 100)])
 
 
 def test_ray_search_equals_the_serial_search_and_reads_finished_trials_back(tmp_path):
