@@ -138,7 +138,7 @@ def prepare_mixer(config: ExperimentConfig, name: str, options: dict[str, Any]) 
     }
     model = config.model.build(task)
     optim, batch_size = config.optim, config.optim.batch_size
-    optimizer = make_optimizer(optim.learning_rates[0], optim.clip_norm, optim.weight_decay)
+    optimizer = make_optimizer(optim.learning_rates[0], optim.clip_norm, optim.weight_decay, optim.name)
     key = jax.random.PRNGKey(config.run.seed)
     state = jax.jit(lambda k: init_state(model, task, optimizer, k))(key)
     row["params"] = count_params(state.params)

@@ -60,7 +60,7 @@ __all__ = [
     "config_diff",
 ]
 
-OPTIMIZERS = ("adam", "adamw")
+OPTIMIZERS = ("adam", "adamw", "rmsprop")  # see lrd.train.make_optimizer
 SETTINGS = ("bare", "block")  # the two model settings, see lrd.models
 NORMS = ("layernorm", "rmsnorm")
 PRECISION_FIELDS = ("dtype", "param_dtype")
@@ -292,7 +292,8 @@ class TaskConfig:
 
 @dataclasses.dataclass(frozen=True)
 class OptimConfig:
-    """Adam or AdamW after global-norm clipping; ``batch_size`` sequences per step and seed.
+    """Adam, AdamW or RMSProp (:func:`lrd.train.make_optimizer`) after global-norm clipping; ``batch_size``
+    sequences per step and seed.
 
     ``learning_rate`` is one rate or a grid of them (``--optim.learning_rate 3e-4,1e-3,3e-3``): a grid is trained
     as an extra vmapped axis next to the seeds, in the same compiled program; every (rate, seed) member starts

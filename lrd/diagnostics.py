@@ -393,7 +393,9 @@ def run_grad_flow(config: Any, *, from_workdir: str | Path | None = None) -> dic
         params, step = _restore_params(config, Path(from_workdir), model, task)
         source = {"kind": "checkpoint", "workdir": str(from_workdir), "step": step}
     else:
-        optimizer = make_optimizer(settings.learning_rates[0], settings.clip_norm, settings.weight_decay)
+        optimizer = make_optimizer(
+            settings.learning_rates[0], settings.clip_norm, settings.weight_decay, settings.optimizer
+        )
         params = init_states(model, task, optimizer, settings.seed, settings.num_seeds).params
         source = {"kind": "init", "seed": settings.seed}
     batch = held_out_batch(task, config.optim.batch_size, settings.eval_seed)

@@ -81,6 +81,7 @@ class TrainSettings:
     early_stop: bool
     eval_seed: int = 1_000_003
     mesh: str = "auto"
+    optimizer: str = "adam"
 
     @property
     def learning_rates(self) -> tuple[float, ...]:
@@ -113,15 +114,31 @@ def train_settings(config: ExperimentConfig) -> TrainSettings:
         eval_batch_size=run.eval_batch_size,
         early_stop=run.early_stop,
         mesh=run.mesh,
+        optimizer=optim.name,
     )
 
 
-def make_optimizer(learning_rate: float, clip_norm: float = 1.0, weight_decay: float = 0.0):
-    """Adam (AdamW when ``weight_decay > 0``) after clipping the gradient to global norm ``clip_norm``."""
-    adam = (
-        optax.adamw(learning_rate, weight_decay=weight_decay) if weight_decay else optax.adam(learning_rate)
-    )
-    return optax.chain(optax.clip_by_global_norm(clip_norm), adam)
+RMSPROP_DECAY = 0.9  # the uRNN paper's code (Arjovsky et al. 2016): v <- 0.9 v + 0.1 g^2, v starting at 1e-3
+RMSPROP_INITIAL_SCALE = 1e-3
+RMSPROP_EPS = 1e-8  # under the square root; theirs has none: this keeps a gradient that stays 0 from 0 / 0
+
+
+def make_optimizer(learning_rate: float, clip_norm: float = 1.0, weight_decay: float = 0.0, name: str = "adam"):
+    """The update rule ``name`` after clipping the gradient to global norm ``clip_norm``.
+
+    ``"adam"`` (AdamW when ``weight_decay > 0``), ``"adamw"`` (the same), or ``"rmsprop"``: the RMSProp of the
+    uRNN paper's code, ``v_t = 0.9 v_{t-1} + 0.1 g_t^2`` from ``v_0 = 1e-3``, update ``-rate g_t / sqrt(v_t +
+    1e-8)``, no momentum.
+    """
+    if name == "rmsprop":
+        rule = optax.rmsprop(
+            learning_rate, decay=RMSPROP_DECAY, eps=RMSPROP_EPS, eps_in_sqrt=True, initial_scale=RMSPROP_INITIAL_SCALE
+        )
+    elif weight_decay:
+        rule = optax.adamw(learning_rate, weight_decay=weight_decay)
+    else:
+        rule = optax.adam(learning_rate)
+    return optax.chain(optax.clip_by_global_norm(clip_norm), rule)
 
 
 def init_state(model: nn.Module, task: Task, optimizer, key: jax.Array) -> TrainState:
@@ -179,7 +196,7 @@ def member_rates(settings: TrainSettings) -> jax.Array:
 
 def unit_optimizer(settings: TrainSettings):
     """The optimizer of every member at rate 1; :func:`apply_batch` scales its update by the member's rate."""
-    return make_optimizer(1.0, settings.clip_norm, settings.weight_decay)
+    return make_optimizer(1.0, settings.clip_norm, settings.weight_decay, settings.optimizer)
 
 
 def _all_finite(tree: Any) -> jax.Array:

@@ -304,7 +304,7 @@ BAD_INPUT = [
     ("train", ["--task-option", "colour=3"], "has no option(s) ['colour']"),
     ("train", ["--model.norm", "batchnorm"], "model.norm='batchnorm' is unknown"),
     ("train", ["--model.options.lstm.nonsense", "1"], "model.options.lstm key='nonsense' is unknown"),
-    ("train", ["--optim.name", "sgd"], "optim.name='sgd' is unknown; allowed values: adam, adamw"),
+    ("train", ["--optim.name", "sgd"], "optim.name='sgd' is unknown; allowed values: adam, adamw, rmsprop"),
     ("train", ["--optim.weight_decay", "0.1"], "optim.weight_decay=0.1 needs optim.name='adamw'"),
     ("train", ["--run.max_skip_fraction", "1.5"], "run.max_skip_fraction must be in (0, 1]"),
     ("train", ["--run.early_stop", "maybe"], "run.early_stop must be true or false"),

@@ -75,7 +75,7 @@ MALFORMED = [
     (["task.options.lag=5"], "task.options must not set 'lag'"),
     (["task.options.bogus=1"], "task ({name}): task 'adding' has no option(s) ['bogus']"),
     (["task.lag=10", "task.options.min_lag=50"], "task (adding):"),
-    (["optim.name=sgd"], "optim.name='sgd' is unknown; allowed values: adam, adamw"),
+    (["optim.name=sgd"], "optim.name='sgd' is unknown; allowed values: adam, adamw, rmsprop"),
     (["optim.learning_rate=0"], "optim.learning_rate must be a finite number > 0"),
     (["optim.learning_rate=nan"], "optim.learning_rate must be a finite number > 0"),
     (["optim.learning_rate=1e-3,-1"], "optim.learning_rate entries must be a finite number > 0"),

@@ -113,18 +113,42 @@ def test_learning_rate_grid_member_equals_that_seed_and_rate_alone():
     assert not np.allclose(loss[:2], loss[2:])  # and the rates do differ
 
 
-def test_unit_rate_optimizer_scaled_by_the_rate_is_adam_at_that_rate_bit_for_bit():
+@pytest.mark.parametrize("name", ["adam", "rmsprop"])
+def test_unit_rate_optimizer_scaled_by_the_rate_is_the_optimizer_at_that_rate_bit_for_bit(name):
     from lrd.train import init_states, make_chunk_fn, make_optimizer, unit_optimizer
 
     task = Adding(lag=5)
     model = build_model("lstm", task, hidden_size=8)
-    settings = _settings("optim.learning_rate=3e-3")
-    plain = make_optimizer(3e-3, settings.clip_norm)
+    settings = _settings("optim.learning_rate=3e-3", f"optim.name={name}")
+    plain = make_optimizer(3e-3, settings.clip_norm, name=name)
     states = init_states(model, task, plain, seed=0, num_seeds=2)
     expected, _ = make_chunk_fn(model, task, plain, batch_size=8, num_steps=4)(states)
     scaled = make_chunk_fn(model, task, unit_optimizer(settings), batch_size=8, num_steps=4)
     got, _ = scaled(states, jax.numpy.full((2,), 3e-3, jax.numpy.float32))
     chex.assert_trees_all_equal(got, expected)
+
+
+def test_rmsprop_is_the_urnn_papers_rule():
+    # v_t = 0.9 v_{t-1} + 0.1 g^2 from v_0 = 1e-3, p <- p - rate g / sqrt(v_t + 1e-8), after global-norm clipping,
+    # written out by hand for three steps of a quadratic loss.
+    from lrd.train import make_optimizer
+
+    rate, clip = 1e-2, 1.0
+    optimizer = make_optimizer(rate, clip, name="rmsprop")
+    p = np.array([0.3, -2.0, 0.05], np.float64)
+    target = np.array([1.0, 1.0, 1.0])
+    params, opt_state = jax.numpy.asarray(p, jax.numpy.float32), None
+    opt_state = optimizer.init(params)
+    v = np.full(3, 1e-3)
+    for _ in range(3):
+        g = 2 * (p - target)
+        g = g * min(1.0, clip / np.linalg.norm(g))
+        v = 0.9 * v + 0.1 * g**2
+        p = p - rate * g / np.sqrt(v + 1e-8)
+        grads = 2 * (params - jax.numpy.asarray(target, jax.numpy.float32))
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        params = params + updates
+    np.testing.assert_allclose(np.asarray(params), p, rtol=1e-5)
 
 
 def test_early_stop_with_a_grid_waits_for_one_rate_to_solve_every_seed():
