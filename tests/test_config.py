@@ -213,7 +213,8 @@ def test_one_preset_per_task_serves_every_model(name):
 def test_old_preset_names_point_to_the_new_form():
     with pytest.raises(
         ConfigError,
-        match=r"allowed values: a .py file or a preset \(adding, copy, hochreiter1997_adding, selective_copy, temporal_order\)",
+        match=r"allowed values: a .py file or a preset \(adding, arjovsky2016, copy, hochreiter1997_adding, "
+        r"hochreiter1997_temporal_order, selective_copy, temporal_order\)",
     ):
         load_config("adding_lstm")
 

@@ -1,0 +1,60 @@
+"""experiments/reproduce.py on tiny budgets: a well-formed result file, a second run reads the finished run back
+instead of training it again, and bad input exits 2 before anything is written."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
+sys.path.insert(0, str(EXPERIMENTS))
+import reproduce  # noqa: E402
+
+
+def test_a_reproduction_writes_its_file_and_resumes_without_retraining(tmp_path):
+    out = tmp_path / "copy.json"
+    argv = ["arjovsky2016_copy", "--only", "copy_rnn_100", "--smoke", "--workdir", str(tmp_path / "runs")]
+    argv += ["--out", str(out)]
+    assert reproduce.main(argv) == 0
+    result = json.loads(out.read_text())
+    assert result["reproduction"] == "arjovsky2016_copy" and result["environment"]["device"]
+    (run,) = result["runs"]
+    assert run["label"] == "copy_rnn_100" and run["model"] == "rnn" and run["hidden_size"] == 80
+    assert run["lag"] == 100 and run["seq_len"] == 120 and run["optimizer"] == "rmsprop"
+    assert run["command"].startswith("lrd run --config arjovsky2016:model=rnn,task=copy --workdir ")
+    assert "--model.hidden_size 80 --task.lag 100" in run["command"]
+    assert len(run["members"]) == 2 and run["solved_members"] == 0  # 4 steps solve nothing
+    for member in run["members"]:
+        assert member["steps_to_solve"] is None and member["sequences_to_solve"] is None
+        assert set(member["final_eval"]) >= {"loss", "recall_accuracy"}
+
+    metrics = tmp_path / "runs" / "arjovsky2016_copy" / "copy_rnn_100" / "metrics.jsonl"
+    stamp = metrics.stat().st_mtime_ns
+    assert reproduce.main(argv) == 0  # again: the finished run is read back
+    assert metrics.stat().st_mtime_ns == stamp
+    assert json.loads(out.read_text())["runs"] == result["runs"]
+
+
+def test_the_widths_are_the_presets():
+    spec = importlib.util.spec_from_file_location("arjovsky2016", EXPERIMENTS / "configs" / "arjovsky2016.py")
+    preset = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(preset)
+    assert reproduce.ARJOVSKY_HIDDEN == preset.HIDDEN
+
+
+@pytest.mark.parametrize(
+    "argv,expected",
+    [
+        (["arjovsky2016_cpy"], "name 'arjovsky2016_cpy' is unknown; allowed values: hochreiter1997"),
+        (["arjovsky2016_copy", "--only", "zzz"], "--only 'zzz' matches no run; the runs: copy_lstm_100"),
+    ],
+)
+def test_bad_input_exits_2_before_compute(argv, expected, tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        reproduce.main([*argv, "--out", str(tmp_path / "out.json"), "--workdir", str(tmp_path / "runs")])
+    assert info.value.code == 2 and expected in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
