@@ -12,6 +12,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "experiments"))
 import atlas  # noqa: E402
+import atlas_table  # noqa: E402
 
 
 def test_atlas_writes_its_files_and_resumes_without_retraining(tmp_path, capsys):
@@ -32,6 +33,13 @@ def test_atlas_writes_its_files_and_resumes_without_retraining(tmp_path, capsys)
         cells["rnn"]["params"]
     )
     assert (tmp_path / "atlas.png").stat().st_size > 0
+    # The README table: one row per mixer, its lag entry as the search found it, and the protocol line.
+    table = atlas_table.markdown([result]).splitlines()
+    assert table[0].startswith("| mixer | setting | params | adding: max lag (fails at) |")
+    for line, cell in zip(table[2:4], result["cells"], strict=True):
+        assert line.startswith(f"| {cell['mixer']} | {cell['setting']} | {cell['params']} | ")
+        assert atlas_table.lag_cell(cell) in line
+    assert "adding: hidden 8, 20 steps x batch 8 per lag, 2 seeds" in table[-1]
 
     metrics = sorted((tmp_path / "runs").rglob("metrics.jsonl"))
     assert len(metrics) >= 2
@@ -41,6 +49,27 @@ def test_atlas_writes_its_files_and_resumes_without_retraining(tmp_path, capsys)
     again = json.loads((tmp_path / "atlas.json").read_text())
     for before, after in zip(result["cells"], again["cells"], strict=True):
         assert before["trials"] == after["trials"] and before["params"] == after["params"]
+
+
+def test_the_table_entry_of_a_search():
+    trials = [{"lag": 10}, {"lag": 30}]
+    assert atlas_table.lag_cell(None) == "-"
+    assert atlas_table.lag_cell({"error": "boom", "trials": []}) == "error"
+    assert (
+        atlas_table.lag_cell(
+            {"max_learnable_lag": None, "smallest_unlearnable_lag": 10, "trials": trials[:1]}
+        )
+        == "< 10"
+    )
+    assert (
+        atlas_table.lag_cell({"max_learnable_lag": 10, "smallest_unlearnable_lag": 30, "trials": trials})
+        == "10 (30)"
+    )
+    running = {"max_learnable_lag": 10, "smallest_unlearnable_lag": None, "trials": trials[:1]}
+    assert atlas_table.lag_cell({**running, "search": {"finished": False}}) == "10 (running)"
+    assert (
+        atlas_table.lag_cell({**running, "search": {"finished": True}}) == "10"
+    )  # every lag swept was learnable
 
 
 @pytest.mark.parametrize(
