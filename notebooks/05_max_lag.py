@@ -133,3 +133,85 @@ print("Two seeds per lag make every boundary coarse: near it one seed solves and
 #   read only ``x_t``), so its gradient through time is a product of gates with no tanh derivative in it. The same
 #   layer in the bare setting (input -> minGRU -> readout) fails at lag 10: a linear recurrence needs the block's
 #   MLP after it to compute the sum. The search stopped at the sweep's ceiling; its true maximum lies above 1000.
+
+# %% [markdown]
+# ## The atlas: every registered mixer, one protocol
+#
+# `experiments/atlas_cpu.sh` runs the same lag search for every mixer on adding (Arjovsky) and copy memory, at a
+# CPU budget (hidden 32, 3 seeds, one learning rate, 1000 / 1500 steps per lag; the protocol is in each file and
+# printed under the table): classic, oscillator and orthogonal cells bare (input -> cell -> readout), every other
+# family in one pre-norm residual block. Next to each maximum lag, the gradient's decay per step at
+# initialisation (`grad_flow`, notebooks 01-02). **The mechanism under test:** if vanishing gradients are what
+# limits the lag, mixers whose gradient decays faster at initialisation should learn shorter lags. The rank
+# correlation below measures that across mixers instead of assuming it.
+
+# %%
+import sys
+
+sys.path.insert(0, str(repo_root() / "experiments"))
+import atlas_table  # noqa: E402
+
+atlas_files = sorted(results_dir.glob("atlas_*_cpu2.json"))
+atlases = [json.loads(f.read_text()) for f in atlas_files]
+if not atlases:
+    print("no atlas file in experiments/results yet (experiments/atlas_cpu.sh writes them)")
+else:
+    print(atlas_table.markdown(atlases))
+
+
+def ranks(values: list[float]) -> list[float]:
+    """Average ranks (ties share their mean rank)."""
+    order = sorted(range(len(values)), key=lambda i: values[i])
+    result = [0.0] * len(values)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            result[order[k]] = (i + j) / 2
+        i = j + 1
+    return result
+
+
+def spearman(x: list[float], y: list[float]) -> float:
+    rx, ry = ranks(x), ranks(y)
+    mx, my = sum(rx) / len(rx), sum(ry) / len(ry)
+    cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry, strict=True))
+    norm = (sum((a - mx) ** 2 for a in rx) * sum((b - my) ** 2 for b in ry)) ** 0.5
+    return cov / norm if norm else float("nan")
+
+
+# %% [markdown]
+# ## Verdict on the atlas (computed from the files above)
+
+# %%
+for atlas in atlases:
+    done = [c for c in atlas["cells"] if "error" not in c and c.get("trials")]
+    if not done:
+        continue
+    task = done[0]["task"]
+    # a search whose first lag failed learned nothing tried: count it as lag 0 for the ranking
+    lag = {c["mixer"]: c["max_learnable_lag"] or 0 for c in done}
+    best = max(lag.values())
+    leaders = sorted(m for m, v in lag.items() if v == best)
+    at_ceiling = [
+        c["mixer"] for c in done if c["max_learnable_lag"] and c["smallest_unlearnable_lag"] is None
+    ]
+    print(f"{task}: {len(done)} mixers searched; longest learnable lag {best} ({', '.join(leaders)})")
+    if at_ceiling:
+        print(f"  solved every lag of the sweep (true maximum above it): {', '.join(at_ceiling)}")
+    failed_first = sorted(m for m, v in lag.items() if v == 0)
+    if failed_first:
+        print(f"  failed the first lag of the sweep: {', '.join(failed_first)}")
+    pairs = [
+        (c["grad_slope_per_step_at_init"], lag[c["mixer"]])
+        for c in done
+        if c.get("grad_slope_per_step_at_init") is not None
+    ]
+    if len(pairs) >= 4:
+        rho = spearman([p[0] for p in pairs], [p[1] for p in pairs])
+        print(
+            f"  rank correlation of gradient decay per step at init (closer to 0 = slower decay) with max lag: "
+            f"{rho:+.2f} over {len(pairs)} mixers (+1: slower decay always learns longer lags)"
+        )
