@@ -10,16 +10,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
-# Every registered mixer, cheapest first and attention last: its adding trial at lag 1000 costs about 20 s a step on
+# Every registered mixer, the classic cells and the second wave first, attention last: its adding trial at lag 1000 costs about 20 s a step on
 # this CPU (6 members x 32 sequences x 4 heads x 1000^2 scores, memory-bound), hours on its own, so it runs after
 # everything else: adding without attention, then copy (attention included: its lags stop at 200), then adding
 # again with every mixer (the 26 finished searches are read back; attention's is run).
-MODELS=rnn,rnn_relu,rnn_sigmoid,irnn,indrnn,lstm,gru,cornn,unicornn,exprnn,scornn,urnn,mingru,minlstm,slstm,mlstm
-MODELS=$MODELS,lru,s5,s4d,rglru,linoss,selective_ssm,mamba2,linear_attention,deltanet,gated_deltanet
+MODELS=rnn,rnn_relu,rnn_sigmoid,irnn,indrnn,lstm,gru,cornn,unicornn,exprnn,scornn,urnn,linoss,deltanet
+MODELS=$MODELS,gated_deltanet,mamba2,mingru,minlstm,slstm,mlstm,lru,s5,s4d,rglru,selective_ssm,linear_attention
 ADDING=(--tasks adding --workdir runs/atlas_cpu2 --out experiments/results/atlas_adding_cpu2 --hidden-size 32
   --steps 1000 --num-seeds 3 --learning-rate 1e-3,1e-2 --sweep 10,30,100,300,1000 --max-bisections 1)
 "$PY" experiments/atlas.py --models "$MODELS" "${ADDING[@]}"
 "$PY" experiments/atlas.py --models "$MODELS,attention" --tasks copy --workdir runs/atlas_cpu2 \
-  --out experiments/results/atlas_copy_cpu2 --hidden-size 32 --steps 1500 --num-seeds 3 --learning-rate 1e-3,1e-2 --sweep 5,10,20,50,100,200 \
-  --max-bisections 1
+  --out experiments/results/atlas_copy_cpu2 --hidden-size 32 --steps 1500 --num-seeds 3 --learning-rate 1e-3,1e-2 \
+  --sweep 5,10,20,50,100,200 --max-bisections 1
 "$PY" experiments/atlas.py --models "$MODELS,attention" "${ADDING[@]}"
