@@ -71,7 +71,7 @@ class TrainSettings:
 
     steps: int
     batch_size: int
-    learning_rate: float
+    learning_rates: tuple[float, ...]  # the grid; one rate is a one-element grid
     clip_norm: float
     weight_decay: float
     num_seeds: int
@@ -82,12 +82,6 @@ class TrainSettings:
     eval_seed: int = 1_000_003
     mesh: str = "auto"
     optimizer: str = "adam"
-
-    @property
-    def learning_rates(self) -> tuple[float, ...]:
-        """The learning-rate grid (one rate: a one-element grid)."""
-        rate = self.learning_rate
-        return tuple(rate) if isinstance(rate, tuple | list) else (float(rate),)
 
     @property
     def num_members(self) -> int:
@@ -105,7 +99,7 @@ def train_settings(config: ExperimentConfig) -> TrainSettings:
     return TrainSettings(
         steps=run.steps,
         batch_size=optim.batch_size,
-        learning_rate=optim.learning_rate,
+        learning_rates=optim.learning_rates,
         clip_norm=optim.clip_norm,
         weight_decay=optim.weight_decay,
         num_seeds=run.num_seeds,
@@ -123,7 +117,9 @@ RMSPROP_INITIAL_SCALE = 1e-3
 RMSPROP_EPS = 1e-8  # under the square root; theirs has none: this keeps a gradient that stays 0 from 0 / 0
 
 
-def make_optimizer(learning_rate: float, clip_norm: float = 1.0, weight_decay: float = 0.0, name: str = "adam"):
+def make_optimizer(
+    learning_rate: float, clip_norm: float = 1.0, weight_decay: float = 0.0, name: str = "adam"
+):
     """The update rule ``name`` after clipping the gradient to global norm ``clip_norm``.
 
     ``"adam"`` (AdamW when ``weight_decay > 0``), ``"adamw"`` (the same), or ``"rmsprop"``: the RMSProp of the
@@ -132,7 +128,11 @@ def make_optimizer(learning_rate: float, clip_norm: float = 1.0, weight_decay: f
     """
     if name == "rmsprop":
         rule = optax.rmsprop(
-            learning_rate, decay=RMSPROP_DECAY, eps=RMSPROP_EPS, eps_in_sqrt=True, initial_scale=RMSPROP_INITIAL_SCALE
+            learning_rate,
+            decay=RMSPROP_DECAY,
+            eps=RMSPROP_EPS,
+            eps_in_sqrt=True,
+            initial_scale=RMSPROP_INITIAL_SCALE,
         )
     elif weight_decay:
         rule = optax.adamw(learning_rate, weight_decay=weight_decay)
