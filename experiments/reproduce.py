@@ -102,7 +102,12 @@ def reproductions() -> dict[str, Reproduction]:
                 Run(
                     "6b",
                     h97,
-                    ("model.hidden_size=6", "task.options.num_marked=3", "run.steps=54000"),
+                    (
+                        "model.hidden_size=6",
+                        "task.options.num_marked=3",
+                        "run.steps=54000",
+                        "optim.learning_rate=1e-3,3e-3,1e-2",
+                    ),
                     "571,100 sequences until solved (mean)",
                 ),
             ),

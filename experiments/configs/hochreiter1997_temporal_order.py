@@ -15,7 +15,7 @@ of online gradient descent; the budget is about 3x the paper's sequences-to-solv
 Commands (paper: sequences seen until solved, mean over runs; 6a: 31,390; 6b: 571,100):
     lrd run --config hochreiter1997_temporal_order --workdir runs/repro/h97_to_6a --steps 3000
     lrd run --config hochreiter1997_temporal_order --workdir runs/repro/h97_to_6b --hidden-size 6 \\
-        --task.options.num_marked 3 --steps 54000
+        --task.options.num_marked 3 --steps 54000 --optim.learning_rate 1e-3,3e-3,1e-2
 ``summary.json``'s ``steps_to_solve`` x 32 is the sequences seen until solved, per seed.
 
 Runtime on a 2-core CPU: 6a's 3000 steps take under a minute; 6b's 54,000 steps about 20 minutes. Expected result:
