@@ -7,7 +7,8 @@
 Each run is an ordinary resumable ``lrd run`` workdir, ``WORKDIR/NAME/LABEL`` (``--workdir``, default
 ``runs/repro``): the same command run again reads finished runs back and continues an unfinished one from its
 checkpoint (a run started by hand with the printed command, in the same workdir, is picked up too). The result
-file is rewritten after every run: per run, the command, the paper's number, and per member (seed x learning
+file is rewritten after every run and holds every finished run of the reproduction (also those finished by an
+earlier command or a concurrent one with another ``--only``): per run, the command, the paper's number, and per member (seed x learning
 rate) the steps and sequences seen until solved (``null``: not solved within the budget) and the final held-out
 metrics. Every config is built and checked before anything trains (a bad one: exit 2, nothing written).
 
@@ -20,12 +21,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from lrd.config import apply_overrides, load_config
+from lrd.config import apply_overrides, config_diff, load_config
 from lrd.errors import ConfigError, Preempted
 from lrd.metrics_log import environment, write_json
 from lrd.runner import run_experiment
@@ -100,6 +102,16 @@ def reproductions() -> dict[str, Reproduction]:
                     "31,390 sequences until solved (mean)",
                 ),
                 Run(
+                    "6a_forget_bias_5",
+                    h97,
+                    (
+                        "model.options.lstm.forget_bias=5",
+                        "run.steps=30000",
+                        "optim.learning_rate=1e-3,3e-3,1e-2",
+                    ),
+                    "31,390 sequences until solved (mean)",
+                ),
+                Run(
                     "6b",
                     h97,
                     (
@@ -139,6 +151,22 @@ def members(summary: dict[str, Any], batch_size: int) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def finished_summary(config) -> dict[str, Any] | None:
+    """The summary of ``config``'s run if its workdir holds that run, finished; else ``None``."""
+    workdir = Path(config.run.workdir)
+    try:
+        summary = json.loads((workdir / "summary.json").read_text())
+        written = json.loads((workdir / "config.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    changed = [
+        line
+        for line in config_diff(written, config.to_dict())
+        if not line.startswith(("run.workdir", "run.mesh"))
+    ]
+    return summary if summary.get("status") == "completed" and not changed else None
 
 
 def run_record(run: Run, config, workdir: Path, summary: dict[str, Any]) -> dict[str, Any]:
@@ -198,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"run.workdir={root / args.name / run.label}",
                 ],
             )
-            for run in runs
+            for run in repro.runs
         }
     except ConfigError as err:
         parser.exit(2, f"reproduce: {err}\n")
@@ -221,9 +249,14 @@ def main(argv: list[str] | None = None) -> int:
         except Preempted as err:
             print(f"[reproduce] stopped: {err}; run the same command again to continue", file=sys.stderr)
             return 1
-        record = run_record(run, config, Path(config.run.workdir), summary)
-        result["runs"].append(record)
+        # every finished run of the reproduction, this one and those of earlier (or concurrent --only) commands
+        result["runs"] = [
+            run_record(r, configs[r.label], Path(configs[r.label].run.workdir), done)
+            for r in repro.runs
+            if (done := finished_summary(configs[r.label])) is not None
+        ]
         write_json(out, result)
+        record = run_record(run, config, Path(config.run.workdir), summary)
         print(
             f"[reproduce] {run.label}: solved {record['solved_members']}/{len(record['members'])} members, "
             f"sequences to solve {[m['sequences_to_solve'] for m in record['members']]} "

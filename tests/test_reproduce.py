@@ -32,6 +32,20 @@ def test_a_reproduction_writes_its_file_and_resumes_without_retraining(tmp_path)
         assert member["steps_to_solve"] is None and member["sequences_to_solve"] is None
         assert set(member["final_eval"]) >= {"loss", "recall_accuracy"}
 
+    # The file lists every finished run of the reproduction, whichever command finished it; a workdir holding
+    # another config (here: more steps) is not that run.
+    config = reproduce.apply_overrides(
+        reproduce.load_config("arjovsky2016:model=rnn"),
+        [
+            "model.hidden_size=80",
+            "task.lag=100",
+            *reproduce.SMOKE,
+            f"run.workdir={tmp_path / 'runs' / 'arjovsky2016_copy' / 'copy_rnn_100'}",
+        ],
+    )
+    assert reproduce.finished_summary(config)["steps_run"] == 4
+    assert reproduce.finished_summary(config.replace(run={"steps": 8})) is None
+
     metrics = tmp_path / "runs" / "arjovsky2016_copy" / "copy_rnn_100" / "metrics.jsonl"
     stamp = metrics.stat().st_mtime_ns
     assert reproduce.main(argv) == 0  # again: the finished run is read back
