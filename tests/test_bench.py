@@ -103,7 +103,7 @@ def test_variants_are_the_scan_modes_of_each_mixer():
         "chunked",
         "parallel",
     ]
-    assert mixer_variants("attention") == [{"scan_mode": "jax"}, {"scan_mode": "einsum"}]
+    assert mixer_variants("attention") == [{"scan_mode": m} for m in ("jax", "einsum", "blocked")]
     assert mixer_variants("mingru")[-1] == {"scan_mode": "log_space"}
 
 

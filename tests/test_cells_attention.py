@@ -70,7 +70,7 @@ def _softmax_attention_reference(p: dict[str, np.ndarray], x: np.ndarray, positi
 
 @pytest.mark.parametrize(
     "positions,scan_mode",
-    [("rotary", "jax"), ("sinusoidal", "jax"), ("none", "jax"), ("rotary", "einsum")],
+    [("rotary", "jax"), ("sinusoidal", "jax"), ("none", "jax"), ("rotary", "einsum"), ("rotary", "blocked")],
 )
 def test_softmax_attention_matches_reference(positions, scan_mode):
     # Given multi-head attention, When applied, Then it equals the float64 loop over heads and queries.
@@ -84,6 +84,29 @@ def test_softmax_attention_matches_reference(positions, scan_mode):
         _softmax_attention_reference(_np(params), np.asarray(x, np.float64), positions),
         rtol=1e-5,
         atol=1e-5,
+    )
+
+
+def test_blocked_attention_equals_the_full_score_matrix_in_values_and_gradients():
+    # T = 300: two full blocks of ATTENTION_BLOCK = 128 queries and a partial one, each against its key prefix.
+    from lrd.cells.attention import ATTENTION_BLOCK
+
+    num_steps = 300
+    assert num_steps % ATTENTION_BLOCK and num_steps > 2 * ATTENTION_BLOCK
+    q, k, v = (
+        jax.random.normal(key, (2, num_steps, 2, 4)) for key in jax.random.split(jax.random.PRNGKey(7), 3)
+    )
+    weights = jax.random.normal(jax.random.PRNGKey(8), (2, num_steps, 2, 4))
+
+    def loss(q, k, v, mode):
+        return jnp.sum(causal_softmax_attention(q, k, v, mode) * weights)
+
+    full = jax.value_and_grad(loss, argnums=(0, 1, 2))(q, k, v, "einsum")
+    blocked = jax.value_and_grad(loss, argnums=(0, 1, 2))(q, k, v, "blocked")
+    for got, want in zip(jax.tree_util.tree_leaves(blocked), jax.tree_util.tree_leaves(full), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        causal_softmax_attention(q, k, v, "blocked"), causal_softmax_attention(q, k, v, "einsum"), atol=1e-6
     )
 
 
