@@ -4,10 +4,11 @@
         experiments/results/atlas_copy_cpu2.json > /tmp/table.md
 
 One row per mixer (in the order of the first file that has it), one column per task: the longest lag learnable
-under that file's protocol, ``< L`` when the first lag tried (``L``) already failed, ``-`` when the mixer was not
-searched (yet) on that task, and ``error`` for a search that failed; next to it, in brackets, the first lag found
-unlearnable. Then the parameter count (from the first file) and the gradient decay per step at initialisation
-(``grad_flow``: slope of log |dL/dh_{T-k}| against k; 0 is no decay). Under the table, each file's protocol in one
+under that file's protocol with, in brackets, the first lag found unlearnable; ``>= L`` when every lag of the
+sweep was learnable (``L`` its last), ``< L`` when the first lag tried (``L``) already failed, ``-`` when the mixer
+was not searched (yet) on that task, and ``error`` for a search that failed. Then the parameter count (of the first
+task's model) and, per task, the gradient decay per step at initialisation (``grad_flow`` at the task's preset
+lag: slope of log |dL/dh_{T-k}| against k; 0 is no decay, positive is growth). Under the table, each file's protocol in one
 line. Reads the files only: runtime well under a second.
 """
 
@@ -32,12 +33,11 @@ def lag_cell(cell: dict[str, Any] | None) -> str:
         if not trials:
             return "-"
         return f"< {min(trial['lag'] for trial in trials)}"
-    text = str(best)
     if fails is not None:
-        text += f" ({fails})"
-    elif not (cell.get("search") or {}).get("finished", True):
-        text += " (running)"
-    return text
+        return f"{best} ({fails})"
+    if not (cell.get("search") or {}).get("finished", True):
+        return f"{best} (running)"
+    return f">= {best}"  # every lag of the sweep was learnable: the maximum lies above it
 
 
 def protocol_line(atlas: dict[str, Any]) -> str:
@@ -65,14 +65,17 @@ def markdown(atlases: list[dict[str, Any]]) -> str:
                 tasks.append(cell["task"])
             mixers.setdefault(cell["mixer"], cell)
             cells[cell["task"], cell["mixer"]] = cell
-    header = ["mixer", "setting", "params", *(f"{task}: max lag (fails at)" for task in tasks)]
-    header.append("grad decay / step at init")
+    header = ["mixer", "setting", f"params ({tasks[0]})" if tasks else "params"]
+    header += [f"{task}: max lag (fails at)" for task in tasks]
+    header += [f"{task}: grad decay / step at init" for task in tasks]
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for mixer, first in mixers.items():
-        slope = first.get("grad_slope_per_step_at_init")
-        row = [mixer, first["setting"], str(first.get("params", "-"))]
+        params = cells.get((tasks[0], mixer), {}).get("params", "-")
+        row = [mixer, first["setting"], str(params)]
         row += [lag_cell(cells.get((task, mixer))) for task in tasks]
-        row.append("-" if slope is None else f"{slope:.3g}")
+        for task in tasks:
+            slope = cells.get((task, mixer), {}).get("grad_slope_per_step_at_init")
+            row.append("-" if slope is None else f"{slope:.3g}")
         lines.append("| " + " | ".join(row) + " |")
     lines.append("")
     lines += [f"* {protocol_line(atlas)}" for atlas in atlases]
