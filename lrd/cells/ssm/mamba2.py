@@ -282,9 +282,11 @@ class Mamba2(Mixer):
     SCAN_MODES: ClassVar[tuple[str, ...]] = MAMBA2_SCAN_MODES
     # CPU, T=1024, d_model 64, batch 16, quiet 2-core machine, one process (experiments/results/
     # bench_T1024_d64_wave3_cpu2.json; fwd+bwd / fwd vs the LSTM; temp memory): sequential 9.8x / 5.6x, 271 MiB;
-    # chunked 5.9x / 11.2x, 389 MiB. Training is what the default serves, so chunked on CPU too (sequential
-    # evaluates 2x faster with less memory: pass scan_mode="sequential" for that). GPU: not measured yet.
-    AUTO_SCAN_MODES: ClassVar[Mapping[str, str]] = {"cpu": "chunked", "gpu": "chunked"}
+    # chunked 5.9x / 11.2x, 389 MiB. Yet sequential on CPU: with jax 0.10.2, the gradient of the chunked form
+    # vmapped over members (several seeds or rates) with two chunks or more crashes XLA:CPU with a segmentation
+    # fault (minimal case: jit(vmap(grad(ssd_chunked))) at T=100, chunk_size=50; one member, one chunk or the
+    # sequential form run fine), and every lag search trains several members. GPU: not measured yet.
+    AUTO_SCAN_MODES: ClassVar[Mapping[str, str]] = {"cpu": "sequential", "gpu": "chunked"}
     STATE_NAMES: ClassVar[tuple[str, ...]] = ("S",)
 
     @nn.nowrap
