@@ -224,3 +224,20 @@ def test_initialisation_follows_the_paper():
 def test_bad_options_name_the_field(options, field):
     with pytest.raises(OptionError, match=field):
         build_mixer("mamba2", 8, **options).check()
+
+
+def test_the_cpu_default_trains_several_members_over_several_chunks():
+    # Every lag search vmaps the training step over members (seeds x rates). On CPU the chunked form's gradient
+    # under vmap with two chunks or more segfaults XLA:CPU (jax 0.10.2), so the CPU default is the sequential form:
+    # two members, T = 100 (two default chunks of 64), values and gradients finite.
+    model = build_mixer("mamba2", 16, head_dim=8, state_size=8)
+    assert jax.default_backend() != "cpu" or model.effective_scan_mode() == "sequential"
+    x = jax.random.normal(jax.random.PRNGKey(0), (2, 2, 100, 16))  # [members, batch, time, features]
+    params = jax.vmap(lambda xm: model.init(jax.random.PRNGKey(1), xm[:, :8]))(x)
+
+    def loss(p, xm):
+        return jnp.mean(model.apply(p, xm) ** 2)
+
+    values, grads = jax.jit(jax.vmap(jax.value_and_grad(loss)))(params, x)
+    assert values.shape == (2,) and bool(jnp.all(jnp.isfinite(values)))
+    assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree_util.tree_leaves(grads))
