@@ -32,6 +32,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from lrd.config import OPTIMIZERS
 from lrd.distributed import describe_mesh, make_mesh, replicate, shard_members, to_host
 from lrd.tasks.base import Batch, Task
 
@@ -126,6 +127,8 @@ def make_optimizer(
     uRNN paper's code, ``v_t = 0.9 v_{t-1} + 0.1 g_t^2`` from ``v_0 = 1e-3``, update ``-rate g_t / sqrt(v_t +
     1e-8)``, no momentum.
     """
+    if name not in OPTIMIZERS:
+        raise ValueError(f"optimizer name={name!r} is unknown; allowed values: {', '.join(OPTIMIZERS)}")
     if name == "rmsprop":
         rule = optax.rmsprop(
             learning_rate,

@@ -128,6 +128,15 @@ def test_unit_rate_optimizer_scaled_by_the_rate_is_the_optimizer_at_that_rate_bi
     chex.assert_trees_all_equal(got, expected)
 
 
+def test_an_unknown_optimizer_name_is_an_error_not_adam():
+    from lrd.train import make_optimizer
+
+    with pytest.raises(
+        ValueError, match="optimizer name='sgd' is unknown; allowed values: adam, adamw, rmsprop"
+    ):
+        make_optimizer(1e-3, name="sgd")
+
+
 def test_rmsprop_is_the_urnn_papers_rule():
     # v_t = 0.9 v_{t-1} + 0.1 g^2 from v_0 = 1e-3, p <- p - rate g / sqrt(v_t + 1e-8), after global-norm clipping,
     # written out by hand for three steps of a quadratic loss.
