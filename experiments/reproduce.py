@@ -21,16 +21,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from lrd.config import apply_overrides, config_diff, load_config
+from lrd.config import apply_overrides, load_config
 from lrd.errors import ConfigError, Preempted
 from lrd.metrics_log import environment, write_json
-from lrd.runner import run_experiment
+from lrd.runner import finished_summary, run_experiment
 
 SMOKE = [
     "run.steps=4",
@@ -58,9 +57,13 @@ class Reproduction:
     runs: tuple[Run, ...]
 
 
-# model -> width: the parameter-matched widths of experiments/configs/arjovsky2016.py (its HIDDEN table, which
-# the tests compare with this one): the paper's LSTM and tanh RNN and its uRNN, with the GRU and expRNN (2019)
-ARJOVSKY_HIDDEN = {"lstm": 40, "gru": 48, "rnn": 80, "exprnn": 80, "urnn": 256}
+# task -> model -> width: the paper's LSTM, tanh RNN and uRNN, with the GRU and expRNN (2019), at widths that
+# match their parameter counts within 2x (a test checks it): copy 6.2k-9.1k, adding 6.7k-7.5k. The uRNN's count
+# grows linearly with its width and its adding model has a 1-feature readout, so it needs 1024 units there.
+ARJOVSKY_HIDDEN = {
+    "copy": {"lstm": 40, "gru": 48, "rnn": 80, "exprnn": 80, "urnn": 256},
+    "adding": {"lstm": 40, "gru": 48, "rnn": 80, "exprnn": 80, "urnn": 1024},
+}
 
 
 def _arjovsky(task: str) -> Reproduction:
@@ -77,7 +80,7 @@ def _arjovsky(task: str) -> Reproduction:
             paper,
         )
         for lag in lags
-        for model, width in ARJOVSKY_HIDDEN.items()
+        for model, width in ARJOVSKY_HIDDEN[task].items()
     )
     criterion = {
         "copy": "held-out recall accuracy of the 10 symbols >= 0.99 (512 sequences, every 250 steps)",
@@ -151,22 +154,6 @@ def members(summary: dict[str, Any], batch_size: int) -> list[dict[str, Any]]:
             }
         )
     return rows
-
-
-def finished_summary(config) -> dict[str, Any] | None:
-    """The summary of ``config``'s run if its workdir holds that run, finished; else ``None``."""
-    workdir = Path(config.run.workdir)
-    try:
-        summary = json.loads((workdir / "summary.json").read_text())
-        written = json.loads((workdir / "config.json").read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-    changed = [
-        line
-        for line in config_diff(written, config.to_dict())
-        if not line.startswith(("run.workdir", "run.mesh"))
-    ]
-    return summary if summary.get("status") == "completed" and not changed else None
 
 
 def run_record(run: Run, config, workdir: Path, summary: dict[str, Any]) -> dict[str, Any]:

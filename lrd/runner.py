@@ -58,6 +58,7 @@ __all__ = [
     "run_experiment",
     "prepare_workdir",
     "steps_to_solve_from_metrics",
+    "finished_summary",
 ]
 
 RUN_FILES = ("config.json", "checkpoints", "metrics.jsonl", "tensorboard", "summary.json")
@@ -122,6 +123,19 @@ def _comparable(config: dict[str, Any]) -> dict[str, Any]:
     if isinstance(comparable.get("run"), dict):
         comparable["run"] = {k: v for k, v in comparable["run"].items() if k not in ("workdir", "mesh")}
     return comparable
+
+
+def finished_summary(config: ExperimentConfig) -> dict[str, Any] | None:
+    """The summary of ``config``'s run if its workdir holds that same run (by content, as :func:`prepare_workdir`
+    decides) and it finished; else ``None``. Reads only: nothing is created, locked or written."""
+    workdir = Path(config.run.workdir)
+    try:
+        written = json.loads((workdir / "config.json").read_text())
+        summary = json.loads((workdir / "summary.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    same = not config_diff(_comparable(written), _comparable(config.to_dict()))
+    return summary if same and summary.get("status") == "completed" else None
 
 
 def prepare_workdir(config: ExperimentConfig, *, overwrite: bool = False) -> tuple[Path, dict | None]:

@@ -3,12 +3,14 @@ instead of training it again, and bad input exits 2 before anything is written."
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
 
 import pytest
+
+from lrd.config import apply_overrides, load_config
+from lrd.runner import finished_summary
 
 EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
 sys.path.insert(0, str(EXPERIMENTS))
@@ -34,8 +36,8 @@ def test_a_reproduction_writes_its_file_and_resumes_without_retraining(tmp_path)
 
     # The file lists every finished run of the reproduction, whichever command finished it; a workdir holding
     # another config (here: more steps) is not that run.
-    config = reproduce.apply_overrides(
-        reproduce.load_config("arjovsky2016:model=rnn"),
+    config = apply_overrides(
+        load_config("arjovsky2016:model=rnn"),
         [
             "model.hidden_size=80",
             "task.lag=100",
@@ -43,8 +45,9 @@ def test_a_reproduction_writes_its_file_and_resumes_without_retraining(tmp_path)
             f"run.workdir={tmp_path / 'runs' / 'arjovsky2016_copy' / 'copy_rnn_100'}",
         ],
     )
-    assert reproduce.finished_summary(config)["steps_run"] == 4
-    assert reproduce.finished_summary(config.replace(run={"steps": 8})) is None
+    assert finished_summary(config)["steps_run"] == 4
+    assert finished_summary(config.replace(run={"workdir": config.run.workdir + "/"}))["steps_run"] == 4
+    assert finished_summary(config.replace(run={"steps": 8})) is None
 
     metrics = tmp_path / "runs" / "arjovsky2016_copy" / "copy_rnn_100" / "metrics.jsonl"
     stamp = metrics.stat().st_mtime_ns
@@ -53,11 +56,24 @@ def test_a_reproduction_writes_its_file_and_resumes_without_retraining(tmp_path)
     assert json.loads(out.read_text())["runs"] == result["runs"]
 
 
-def test_the_widths_are_the_presets():
-    spec = importlib.util.spec_from_file_location("arjovsky2016", EXPERIMENTS / "configs" / "arjovsky2016.py")
-    preset = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(preset)
-    assert reproduce.ARJOVSKY_HIDDEN == preset.HIDDEN
+@pytest.mark.parametrize("task", ["copy", "adding"])
+def test_the_arjovsky_widths_match_parameter_counts_within_2x(task):
+    import jax
+
+    from lrd.models import count_params
+    from lrd.runner import build_experiment
+
+    counts = {}
+    for model, width in reproduce.ARJOVSKY_HIDDEN[task].items():
+        config = apply_overrides(
+            load_config(f"arjovsky2016:model={model},task={task}"), [f"model.hidden_size={width}"]
+        )
+        data, net, _ = build_experiment(config)
+        inputs = data.sample(jax.random.PRNGKey(0), 1).inputs
+        counts[model] = count_params(
+            jax.eval_shape(lambda net=net, inputs=inputs: net.init(jax.random.PRNGKey(0), inputs))
+        )
+    assert max(counts.values()) <= 2 * min(counts.values()), counts
 
 
 @pytest.mark.parametrize(
@@ -72,3 +88,10 @@ def test_bad_input_exits_2_before_compute(argv, expected, tmp_path, capsys):
         reproduce.main([*argv, "--out", str(tmp_path / "out.json"), "--workdir", str(tmp_path / "runs")])
     assert info.value.code == 2 and expected in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
+
+
+def test_the_arjovsky_preset_names_a_bad_task():
+    from lrd.config import ConfigError
+
+    with pytest.raises(ConfigError, match="task='cpy' is unknown; allowed values: copy, adding"):
+        load_config("arjovsky2016:task=cpy")

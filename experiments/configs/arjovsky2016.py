@@ -13,9 +13,9 @@ from 1e-3; ``optim.name="rmsprop"``), the bare setting (input -> one recurrent l
 stated: gradients are clipped to global norm 1 for every model (the paper's code clips each gradient entry to
 [-1, 1] for the LSTM and the tanh RNN and not at all for the uRNN); widths are this project's, chosen to match
 parameter counts within 2x, not the paper's (hidden 40 here; ``experiments/reproduce.py`` passes
-``--model.hidden_size`` per model, ``HIDDEN`` below; parameters at copy / adding: LSTM 40 8.6k / 6.9k, GRU 48
-9.1k / 7.5k, tanh RNN 80 8.1k / 6.7k, expRNN 80 8.1k / 6.7k, uRNN 256 6.2k / 1.8k -- the uRNN's parameters grow
-linearly with its width); 10,000 steps (200,000 sequences) and 2 seeds per run.
+``--model.hidden_size`` per model from its ``ARJOVSKY_HIDDEN``; parameters at copy / adding: LSTM 40 8.6k / 6.9k,
+GRU 48 9.1k / 7.5k, tanh RNN 80 8.1k / 6.7k, expRNN 80 8.1k / 6.7k, uRNN 256 6.2k on copy and 1024 7.2k on adding
+-- the uRNN's parameters grow linearly with its width); 10,000 steps (200,000 sequences) and 2 seeds per run.
 
 Commands (one run per model and lag; ``python experiments/reproduce.py arjovsky2016_copy`` runs them all and
 writes the result file):
@@ -40,8 +40,6 @@ from lrd.config import (
     parse_config_arg,
 )
 
-# parameter-matched widths (docstring); experiments/reproduce.py reads them
-HIDDEN = {"lstm": 40, "gru": 48, "rnn": 80, "exprnn": 80, "urnn": 256}
 LAGS = {"copy": (100, 200, 300, 500), "adding": (100, 200, 400, 750)}
 
 
@@ -51,7 +49,7 @@ def get_config(arg: str | None = None) -> ExperimentConfig:
     if task not in LAGS:
         raise ConfigError(f"config argument task={task!r} is unknown; allowed values: {', '.join(LAGS)}")
     return ExperimentConfig(
-        model=ModelConfig(name=args["model"], hidden_size=HIDDEN["lstm"], setting="bare"),
+        model=ModelConfig(name=args["model"], hidden_size=40, setting="bare"),
         task=TaskConfig(name=task, lag=LAGS[task][0]),
         optim=OptimConfig(name="rmsprop", learning_rate=1e-3, clip_norm=1.0, batch_size=20),
         run=RunConfig(steps=10_000, num_seeds=2, eval_every=250, checkpoint_every=1000, eval_batch_size=512),
