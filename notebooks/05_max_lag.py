@@ -138,7 +138,7 @@ print("Two seeds per lag make every boundary coarse: near it one seed solves and
 # ## The atlas: every registered mixer, one protocol
 #
 # `experiments/atlas_cpu.sh` runs the same lag search for every mixer on adding (Arjovsky) and copy memory, at a
-# CPU budget (hidden 32, 3 seeds, one learning rate, 1000 / 1500 steps per lag; the protocol is in each file and
+# CPU budget (hidden 32, 3 seeds x 2 learning rates, 1000 / 1500 steps per lag; the protocol is in each file and
 # printed under the table): classic, oscillator and orthogonal cells bare (input -> cell -> readout), every other
 # family in one pre-norm residual block. Next to each maximum lag, the gradient's decay per step at
 # initialisation (`grad_flow`, notebooks 01-02). **The mechanism under test:** if vanishing gradients are what
@@ -147,6 +147,8 @@ print("Two seeds per lag make every boundary coarse: near it one seed solves and
 
 # %%
 import sys
+
+import scipy.stats
 
 sys.path.insert(0, str(repo_root() / "experiments"))
 import atlas_table  # noqa: E402
@@ -157,29 +159,6 @@ if not atlases:
     print("no atlas file in experiments/results yet (experiments/atlas_cpu.sh writes them)")
 else:
     print(atlas_table.markdown(atlases))
-
-
-def ranks(values: list[float]) -> list[float]:
-    """Average ranks (ties share their mean rank)."""
-    order = sorted(range(len(values)), key=lambda i: values[i])
-    result = [0.0] * len(values)
-    i = 0
-    while i < len(order):
-        j = i
-        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
-            j += 1
-        for k in range(i, j + 1):
-            result[order[k]] = (i + j) / 2
-        i = j + 1
-    return result
-
-
-def spearman(x: list[float], y: list[float]) -> float:
-    rx, ry = ranks(x), ranks(y)
-    mx, my = sum(rx) / len(rx), sum(ry) / len(ry)
-    cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry, strict=True))
-    norm = (sum((a - mx) ** 2 for a in rx) * sum((b - my) ** 2 for b in ry)) ** 0.5
-    return cov / norm if norm else float("nan")
 
 
 # %% [markdown]
@@ -210,8 +189,21 @@ for atlas in atlases:
         if c.get("grad_slope_per_step_at_init") is not None
     ]
     if len(pairs) >= 4:
-        rho = spearman([p[0] for p in pairs], [p[1] for p in pairs])
+        rho = scipy.stats.spearmanr([p[0] for p in pairs], [p[1] for p in pairs]).statistic
         print(
             f"  rank correlation of gradient decay per step at init (closer to 0 = slower decay) with max lag: "
             f"{rho:+.2f} over {len(pairs)} mixers (+1: slower decay always learns longer lags)"
         )
+
+# %% [markdown]
+# ## What the committed atlas shows (15 mixers on adding, 9 on copy; 2-core CPU, jax 0.10.2)
+#
+# * **The textbook mechanism does not order the mixers here.** The rank correlation between the gradient's decay
+#   per step at initialisation and the max learnable lag on adding is +0.14 over 15 mixers: the GRU's gradient
+#   shrinks about 0.75x per step at initialisation and it learns every lag of the sweep (up to 1000), while the
+#   orthogonal and unitary RNNs, whose gradient does not shrink at all, stop at 17-30. How slowly the gradient
+#   decays before training is not what decides the lag at this budget.
+# * On adding the longest lags (>= 1000, the sweep's ceiling) belong to the GRU, DeltaNet and Gated DeltaNet; the
+#   LSTM reaches 173. On copy the unitary RNN leads (71), and every block layer searched (LinOSS, DeltaNet, Gated
+#   DeltaNet, Mamba-2) fails at lag 5 at width 32 in 1500 steps.
+# * The atlas is partial and resumes (`experiments/atlas_cpu.sh`); the verdict cell above recomputes from the files.
