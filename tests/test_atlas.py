@@ -138,3 +138,9 @@ def test_a_search_that_fails_is_recorded_and_the_atlas_goes_on(tmp_path, monkeyp
     )
     assert "error" not in cells["gru"] and cells["gru"]["trials"][0]["lag"] == 4
     assert "RESOURCE_EXHAUSTED" in (tmp_path / "atlas.csv").read_text()
+
+
+def test_the_table_of_a_missing_file_exits_2(tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        atlas_table.main([str(tmp_path / "nope.json")])
+    assert info.value.code == 2 and "nope.json do not exist" in capsys.readouterr().err

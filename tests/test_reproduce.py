@@ -81,11 +81,15 @@ def test_the_arjovsky_widths_match_parameter_counts_within_2x(task):
     [
         (["arjovsky2016_cpy"], "name 'arjovsky2016_cpy' is unknown; allowed values: hochreiter1997"),
         (["arjovsky2016_copy", "--only", "zzz"], "--only 'zzz' matches no run; the runs: copy_lstm_100"),
+        (
+            ["arjovsky2016_copy", "--out", "/nonexistent/r.json"],
+            "--out '/nonexistent/r.json': its folder does not",
+        ),
     ],
 )
 def test_bad_input_exits_2_before_compute(argv, expected, tmp_path, capsys):
     with pytest.raises(SystemExit) as info:
-        reproduce.main([*argv, "--out", str(tmp_path / "out.json"), "--workdir", str(tmp_path / "runs")])
+        reproduce.main(["--out", str(tmp_path / "out.json"), "--workdir", str(tmp_path / "runs"), *argv])
     assert info.value.code == 2 and expected in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
 
