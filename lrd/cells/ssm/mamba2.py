@@ -194,8 +194,16 @@ def ssd_chunked(
     seg = segment_sums(log_decay)  # [b, c, g, r, l, s]
     causal = jnp.tril(jnp.ones((size, size), bool))
     decay = jnp.where(causal, jnp.exp(seg), 0.0)  # seg is 0 where t < s: exp stays finite there, and masked
-    scores = jnp.einsum("bclgn,bcsgn->bcgls", C_c, B_c)
-    y = jnp.einsum("bcgrls,bcsgrp->bclgrp", scores[:, :, :, None] * decay, x_dt)
+    # (C_t . B_s) is shared by a group's heads; it is repeated onto a flat heads axis before the product. The
+    # broadcast form, `scores[:, :, :, None] * decay` over `[groups, heads // groups]`, has a gradient that crashes
+    # XLA:CPU (jax 0.10.2: a segmentation fault after the computation, a corrupted heap) when vmapped (several seeds
+    # or rates) with one group, several heads and two chunks or more; the flat form computes the same numbers.
+    scores = jnp.repeat(
+        jnp.einsum("bclgn,bcsgn->bcgls", C_c, B_c), heads // groups, axis=2
+    )  # [b, c, h, l, s]
+    weights = scores * decay.reshape(batch, num_chunks, heads, size, size)
+    y = jnp.einsum("bchls,bcshp->bclhp", weights, x_dt.reshape(batch, num_chunks, size, heads, head_dim))
+    y = y.reshape(x_dt.shape)  # [b, c, l, g, r, p]
 
     # 2. chunk states: S^chunk = sum_s exp(seg(end, s)) dt_s x_s B_s^T, with seg(end, s) the last row of seg
     to_end = jnp.moveaxis(jnp.exp(seg[..., -1, :]), -1, 2)  # [b, c, s, g, r]
@@ -280,13 +288,12 @@ class Mamba2(Mixer):
     chunk_size: int | None = None
 
     SCAN_MODES: ClassVar[tuple[str, ...]] = MAMBA2_SCAN_MODES
-    # CPU, T=1024, d_model 64, batch 16, quiet 2-core machine, one process (experiments/results/
-    # bench_T1024_d64_wave3_cpu2.json; fwd+bwd / fwd vs the LSTM; temp memory): sequential 9.8x / 5.6x, 271 MiB;
-    # chunked 5.9x / 11.2x, 389 MiB. Yet sequential on CPU: with jax 0.10.2, the gradient of the chunked form
-    # vmapped over members (several seeds or rates) with two chunks or more crashes XLA:CPU with a segmentation
-    # fault (minimal case: jit(vmap(grad(ssd_chunked))) at T=100, chunk_size=50; one member, one chunk or the
-    # sequential form run fine), and every lag search trains several members. GPU: not measured yet.
-    AUTO_SCAN_MODES: ClassVar[Mapping[str, str]] = {"cpu": "sequential", "gpu": "chunked"}
+    # CPU (2 cores), fwd+bwd / fwd vs the LSTM in one process, T=1024, d_model 64, batch 16 (experiments/results/
+    # bench_mamba2_T1024_d64_cpu2.json): chunked 4.9x / 13.6x, sequential 8.7x / 6.1x; in the atlas's setting
+    # (block, hidden 32, batch 192 ~ 6 members x 32) chunked trains 2.1-2.6x faster at T = 100 and 300. The CPU
+    # default was sequential until ssd_chunked stopped using the construct whose gradient crashed XLA:CPU (jax
+    # 0.10.2) when vmapped over members with two chunks or more (see there); every lag search vmaps members.
+    AUTO_SCAN_MODES: ClassVar[Mapping[str, str]] = {"cpu": "chunked", "gpu": "chunked"}
     STATE_NAMES: ClassVar[tuple[str, ...]] = ("S",)
 
     @nn.nowrap
