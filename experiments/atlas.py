@@ -15,9 +15,15 @@ Protocol (written into ``atlas.json`` under ``"protocol"``):
   setting minGRU, minLSTM, S5 and IndRNN all failed adding at lag 10, measured);
 * a lag is learnable when at least ``search.solve_fraction`` of the seeds meet the task's criterion within the
   budget (the lag search of :mod:`lrd.lag_search`);
-* next to each maximum lag: the parameter count of the whole model, and the decay per step of the loss gradient
-  at initialisation (:func:`lrd.diagnostics.run_grad_flow` at the task's preset lag, the slowest-decaying state
-  leaf), the mechanism the gradient-flow notebooks test.
+* ``--match-params N`` sizes each mixer instead of one hidden size for all: per task and mixer, the hidden size of
+  :data:`HIDDEN_LADDER` whose whole model has the parameter count nearest ``N`` (on a log scale; the ladder's steps
+  are at most 1.5x, so the nearest is within about 1.5x of ``N`` for any mixer whose count grows with width); a
+  mixer that cannot come within 2x is an error before anything trains;
+* next to each maximum lag: the parameter count of the whole model, its state size (the real numbers one
+  sequence carries from step to step, summed over layers; for softmax attention the keys and values *per
+  position*, a memory that grows with the sequence: ``state_per_position``), and the decay per step of the loss
+  gradient at initialisation (:func:`lrd.diagnostics.run_grad_flow` at the task's preset lag, the slowest-decaying
+  state leaf), the mechanism the gradient-flow notebooks test.
 
 Every (task, mixer) search is an ordinary resumable lag search in ``WORKDIR/TASK/MIXER``: the same command run
 again reads finished trials back and continues an unfinished one from its checkpoint. Writes ``OUT.json`` (every
@@ -32,13 +38,16 @@ from __future__ import annotations
 
 import argparse
 import csv
+import math
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 
+from lrd.cells.base import PROBE_COLLECTION
 from lrd.config import load_config
 from lrd.diagnostics import run_grad_flow
 from lrd.errors import ConfigError, Preempted, UsageError
@@ -52,6 +61,41 @@ BARE_FAMILIES = ("classic", "oscillator", "orthogonal")
 DEFAULT_MODELS = ("rnn", "lstm", "gru")
 DEFAULT_TASKS = ("adding", "copy")
 TASKS = ("adding", "copy", "selective_copy", "temporal_order")  # the presets the atlas protocol covers
+# The hidden sizes --match-params chooses from: neighbours at most 1.5x apart.
+HIDDEN_LADDER = (
+    4,
+    6,
+    8,
+    12,
+    16,
+    20,
+    24,
+    32,
+    40,
+    48,
+    64,
+    80,
+    96,
+    128,
+    160,
+    192,
+    256,
+    320,
+    384,
+    512,
+    640,
+    768,
+    1024,
+)
+HIDDEN_LADDER += (
+    1280,
+    1536,
+    2048,
+    2560,
+    3072,
+    4096,
+)  # cells with O(width) parameters (IndRNN, uRNN, UnICORNN)
+MATCH_FACTOR = 2.0  # --match-params: every mixer's count within this factor of the target, or an error
 SMOKE = {  # section -> overrides, tiny sizes for a test of the driver
     "model": {"hidden_size": 8},
     "run": {"steps": 20, "eval_every": 10, "checkpoint_every": 20, "eval_batch_size": 32, "num_seeds": 2},
@@ -89,17 +133,59 @@ def search_config(task: str, mixer: str, root: Path, *, smoke: bool = False, **o
     return config.replace(**sections)
 
 
-def describe(config) -> dict[str, Any]:
-    """Parameter count and the initial gradient decay of ``config``'s model at its preset lag."""
+def model_size(config, *, state: bool = True) -> dict[str, Any]:
+    """``{"params", "state_size", "state_per_position"}`` of ``config``'s model, from shapes only (nothing is
+    computed): the parameter count; the real numbers (a complex one counts twice) of every layer's probed state at
+    one step, for one sequence; and whether that state is per position of a memory that grows with the sequence
+    (softmax attention) rather than a fixed state carried along. ``state=False``: the parameter count only."""
     task = config.task.build()
     model = config.model.build(task)
     example = task.sample(jax.random.PRNGKey(0), 1).inputs
     shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), example)
+    size: dict[str, Any] = {"params": count_params(shapes["params"])}
+    if state:
+        _, probes = jax.eval_shape(lambda v: model.apply(v, example, mutable=[PROBE_COLLECTION]), shapes)
+        size["state_size"] = sum(  # a probe leaf is [time, batch, ...]
+            math.prod(leaf.shape[2:]) * (2 if jnp.issubdtype(leaf.dtype, jnp.complexfloating) else 1)
+            for leaf in jax.tree_util.tree_leaves(probes)
+        )
+        size["state_per_position"] = any(get_mixer(m).cls.STATE_PER_POSITION for m in config.model.mixers)
+    return size
+
+
+def match_hidden_size(task: str, mixer: str, target: int, root: Path, **kwargs: Any) -> int:
+    """The hidden size of :data:`HIDDEN_LADDER` whose ``(task, mixer)`` model (:func:`search_config` with
+    ``kwargs``) has the parameter count nearest ``target`` on a log scale; :class:`ConfigError` when none comes
+    within :data:`MATCH_FACTOR`. Sizes the mixer does not accept (heads that do not divide it, ...) are skipped."""
+    best: tuple[float, int, int] | None = None
+    for hidden in HIDDEN_LADDER:
+        try:
+            config = search_config(task, mixer, root, **{**kwargs, "hidden_size": hidden})
+        except ConfigError:
+            continue
+        params = model_size(config, state=False)["params"]
+        gap = abs(math.log(params / target))
+        if best is None or gap < best[0]:
+            best = (gap, hidden, params)
+        if params > MATCH_FACTOR * target:
+            break  # counts grow with the width: the rest are further away
+    if best is None or best[0] > math.log(MATCH_FACTOR):
+        nearest = "no hidden size is valid" if best is None else f"the nearest, {best[1]}, gives {best[2]}"
+        raise ConfigError(
+            f"--match-params {target}: {mixer} on {task} cannot come within {MATCH_FACTOR:g}x of it over the "
+            f"hidden sizes {HIDDEN_LADDER[0]}..{HIDDEN_LADDER[-1]} ({nearest} parameters)"
+        )
+    return best[1]
+
+
+def describe(config) -> dict[str, Any]:
+    """Parameter count, state size and the initial gradient decay of ``config``'s model at its preset lag."""
+    size = model_size(config)
     flow = run_grad_flow(config.replace(run={"num_seeds": 1}))
     slopes = {leaf: value for leaf, value in flow["slope_per_step"].items() if value is not None}
     slowest = max(slopes, key=slopes.get) if slopes else None
     return {
-        "params": count_params(shapes["params"]),
+        **size,
         "grad_slope_per_step_at_init": None if slowest is None else slopes[slowest],
         "grad_slope_leaf": slowest,
         "grad_slope_window": flow["slope_window"],
@@ -116,14 +202,28 @@ def run_atlas(
     log=print,
     on_cell=None,
     executor: Any = None,
+    match_params: int | None = None,
     **overrides: Any,
 ) -> dict[str, Any]:
     """Every (task, mixer) lag search, in order, resumable; returns the atlas (see module docstring).
 
-    ``on_cell(atlas)``, if given, is called with the atlas so far after every finished search (the driver
+    ``match_params``: size each (task, mixer) to this parameter count (:func:`match_hidden_size`; all of them are
+    sized, and any that cannot be matched raises, before the first search). ``on_cell(atlas)``, if given, is called with the atlas so far after every finished search (the driver
     writes its files then, so a long atlas shows its table while it runs). ``executor`` runs each search's trials
     in parallel (:mod:`lrd.executors`; ``None``: serially, in this process)."""
-    configs = {(t, m): search_config(t, m, root, smoke=smoke, **overrides) for t in tasks for m in models}
+    sized = {}
+    if match_params is not None:
+        overrides = {**overrides, "hidden_size": None}
+        sized = {
+            (t, m): match_hidden_size(t, m, match_params, root, smoke=smoke, **overrides)
+            for t in tasks
+            for m in models
+        }
+    configs = {
+        (t, m): search_config(t, m, root, smoke=smoke, **{**overrides, "hidden_size": sized.get((t, m))})
+        for t in tasks
+        for m in models
+    }
     started = time.perf_counter()
     cells = []
     for (task, mixer), config in configs.items():
@@ -155,8 +255,8 @@ def run_atlas(
             }
         )
         if on_cell is not None:
-            on_cell(_atlas(configs, cells, overrides, smoke, started))
-    return _atlas(configs, cells, overrides, smoke, started)
+            on_cell(_atlas(configs, cells, overrides, smoke, started, match_params))
+    return _atlas(configs, cells, overrides, smoke, started, match_params)
 
 
 def _cell_head(task: str, mixer: str, config) -> dict[str, Any]:
@@ -170,14 +270,18 @@ def _cell_head(task: str, mixer: str, config) -> dict[str, Any]:
     }
 
 
-def _atlas(configs, cells, overrides, smoke, started) -> dict[str, Any]:
+def _atlas(configs, cells, overrides, smoke, started, match_params=None) -> dict[str, Any]:
     tasks = list(dict.fromkeys(task for task, _ in configs))
     first = next(iter(configs.values()))
     return {
         "protocol": {
             "settings": {"bare": list(BARE_FAMILIES), "block": "every other family"},
             "presets": {t: f"experiments/configs/{t}.py" for t in tasks},
-            "budgets": {t: _budget(next(c for (task, _), c in configs.items() if task == t)) for t in tasks},
+            "budgets": {
+                t: _budget(next(c for (task, _), c in configs.items() if task == t), match_params)
+                for t in tasks
+            },
+            "match_params": match_params,
             "solve_fraction": first.search.solve_fraction,
             "overrides": {k: v for k, v in overrides.items() if v is not None},
             "smoke": smoke,
@@ -189,10 +293,13 @@ def _atlas(configs, cells, overrides, smoke, started) -> dict[str, Any]:
     }
 
 
-def _budget(config) -> dict[str, Any]:
-    """What one task's searches were given, after the overrides: the same for every mixer."""
+def _budget(config, match_params: int | None = None) -> dict[str, Any]:
+    """What one task's searches were given, after the overrides: the same for every mixer (but the hidden size,
+    per mixer under ``match_params``: ``"matched to N params"``, each cell holding its own)."""
     return {
-        "hidden_size": config.model.hidden_size,
+        "hidden_size": config.model.hidden_size
+        if match_params is None
+        else f"matched to {match_params} params",
         "steps": config.run.steps,
         "num_seeds": config.run.num_seeds,
         "batch_size": config.optim.batch_size,
@@ -212,6 +319,8 @@ def write_table(atlas: dict[str, Any], path: Path) -> None:
         "setting",
         "hidden_size",
         "params",
+        "state_size",
+        "state_per_position",
         "max_learnable_lag",
         "smallest_unlearnable_lag",
         "grad_slope_per_step_at_init",
@@ -272,6 +381,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, help="steps per lag for every mixer (default: the preset's)")
     parser.add_argument("--num-seeds", type=int, help="seeds per lag (default: the preset's)")
     parser.add_argument("--hidden-size", type=int, help="hidden size (default: the preset's)")
+    parser.add_argument(
+        "--match-params",
+        type=int,
+        help="size every mixer to about this many parameters (the nearest hidden size; within 2x, or an error)",
+    )
     parser.add_argument("--sweep", help="comma-separated sweep lags for every task (default: the preset's)")
     parser.add_argument(
         "--max-bisections", type=int, help="bisection trials per search (default: the preset's)"
@@ -321,12 +435,14 @@ def main(argv: list[str] | None = None) -> int:
                 2, f"atlas: --learning-rate {args.learning_rate!r} must be distinct positive numbers\n"
             )
         rates = rates[0] if len(rates) == 1 else rates
+    if args.match_params is not None and (args.match_params < 1 or args.hidden_size is not None):
+        parser.exit(2, "atlas: --match-params must be a positive count, and not given with --hidden-size\n")
     if args.ray_address is not None and args.executor != "ray":
         parser.exit(2, "atlas: --ray-address needs --executor ray\n")
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
 
     def write_outputs(atlas: dict[str, Any]) -> None:
+        out.parent.mkdir(parents=True, exist_ok=True)
         write_json(out.with_suffix(".json"), atlas)
         write_table(atlas, out.with_suffix(".csv"))
         plot_atlas(atlas, out.with_suffix(".png"))
@@ -337,6 +453,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.exit(2, f"atlas: {err}\n")
     try:
         atlas = _run(args, models, tasks, sweep, rates, write_outputs, executor)
+    except ConfigError as err:  # e.g. a mixer --match-params cannot size: before any search trained or wrote
+        parser.exit(2, f"atlas: {err}\n")
     finally:
         if executor is not None:
             executor.shutdown()
@@ -365,6 +483,7 @@ def _run(args, models, tasks, sweep, rates, write_outputs, executor) -> dict[str
         sweep=sweep,
         max_bisections=args.max_bisections,
         learning_rate=rates,
+        match_params=args.match_params,
         on_cell=write_outputs,
         executor=executor,
     )

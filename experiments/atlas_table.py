@@ -6,8 +6,9 @@
 One row per mixer (in the order of the first file that has it), one column per task: the longest lag learnable
 under that file's protocol with, in brackets, the first lag found unlearnable; ``>= L`` when every lag of the
 sweep was learnable (``L`` its last), ``< L`` when the first lag tried (``L``) already failed, ``-`` when the mixer
-was not searched (yet) on that task, and ``error`` for a search that failed. Then the parameter count (of the first
-task's model) and, per task, the gradient decay per step at initialisation (``grad_flow`` at the task's preset
+was not searched (yet) on that task, and ``error`` for a search that failed. Then the parameter count and the state
+size (real numbers one sequence carries from step to step; ``/ position`` for softmax attention, whose memory keeps
+that much per position), both of the first task's model, and, per task, the gradient decay per step at initialisation (``grad_flow`` at the task's preset
 lag: slope of log |dL/dh_{T-k}| against k; 0 is no decay, positive is growth). Under the table, each file's protocol in one
 line. Reads the files only: runtime well under a second.
 """
@@ -38,6 +39,15 @@ def lag_cell(cell: dict[str, Any] | None) -> str:
     return f">= {best}"  # every lag of the sweep was learnable (the atlas lists finished searches only)
 
 
+def state_cell(cell: dict[str, Any]) -> str:
+    """The state size entry: ``-`` when not recorded (atlas files before it was), ``N / position`` for a memory
+    that grows with the sequence."""
+    size = cell.get("state_size")
+    if size is None:
+        return "-"
+    return f"{size} / position" if cell.get("state_per_position") else str(size)
+
+
 def protocol_line(atlas: dict[str, Any]) -> str:
     """One line stating a file's protocol: task, budget, seeds, rates, sweep, device."""
     parts = []
@@ -63,13 +73,14 @@ def markdown(atlases: list[dict[str, Any]]) -> str:
                 tasks.append(cell["task"])
             mixers.setdefault(cell["mixer"], cell)
             cells[cell["task"], cell["mixer"]] = cell
-    header = ["mixer", "setting", f"params ({tasks[0]})" if tasks else "params"]
+    first_task = f" ({tasks[0]})" if tasks else ""
+    header = ["mixer", "setting", f"params{first_task}", f"state{first_task}"]
     header += [f"{task}: max lag (fails at)" for task in tasks]
     header += [f"{task}: grad decay / step at init" for task in tasks]
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for mixer, first in mixers.items():
-        params = cells.get((tasks[0], mixer), {}).get("params", "-")
-        row = [mixer, first["setting"], str(params)]
+        sized = cells.get((tasks[0], mixer), {})
+        row = [mixer, first["setting"], str(sized.get("params", "-")), state_cell(sized)]
         row += [lag_cell(cells.get((task, mixer))) for task in tasks]
         for task in tasks:
             slope = cells.get((task, mixer), {}).get("grad_slope_per_step_at_init")

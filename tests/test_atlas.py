@@ -36,10 +36,13 @@ def test_atlas_writes_its_files_and_resumes_without_retraining(tmp_path, capsys)
     # The README table: one row per mixer, its lag entry as the search found it, and the protocol line.
     table = atlas_table.markdown([result]).splitlines()
     assert table[0] == (
-        "| mixer | setting | params (adding) | adding: max lag (fails at) | adding: grad decay / step at init |"
+        "| mixer | setting | params (adding) | state (adding) | adding: max lag (fails at) | adding: grad decay / step"
+        " at init |"
     )
     for line, cell in zip(table[2:4], result["cells"], strict=True):
-        assert line.startswith(f"| {cell['mixer']} | {cell['setting']} | {cell['params']} | ")
+        assert line.startswith(
+            f"| {cell['mixer']} | {cell['setting']} | {cell['params']} | {cell['state_size']} | "
+        )
         assert atlas_table.lag_cell(cell) in line
     assert "adding: hidden 8, 20 steps x batch 8 per lag, 2 seeds" in table[-1]
 
@@ -144,3 +147,54 @@ def test_the_table_of_a_missing_file_exits_2(tmp_path, capsys):
     with pytest.raises(SystemExit) as info:
         atlas_table.main([str(tmp_path / "nope.json")])
     assert info.value.code == 2 and "nope.json do not exist" in capsys.readouterr().err
+
+
+def test_model_size_counts_params_and_the_state_one_sequence_carries():
+    def size(mixer, hidden):
+        return atlas.model_size(atlas.search_config("adding", mixer, Path("/unused"), hidden_size=hidden))
+
+    lstm = size("lstm", 8)
+    # bare LSTM: 4 gates x (2 inputs + 8 recurrent + 1 bias) x 8 units, then the readout 8 + 1
+    assert lstm == {"params": 4 * (2 + 8 + 1) * 8 + 9, "state_size": 2 * 8, "state_per_position": False}
+    assert size("urnn", 8)["state_size"] == 8  # 4 complex units, 2 real numbers each
+    attention = size("attention", 8)
+    assert (
+        attention["state_per_position"] and attention["state_size"] == 2 * 8
+    )  # a key and a value per position
+
+
+def test_match_params_sizes_every_mixer_near_the_target(tmp_path):
+    target = 2000
+    kwargs = {"smoke": True, "log": lambda *_: None, "sweep": (4,), "match_params": target}
+    result = atlas.run_atlas(["rnn", "lstm", "urnn", "mingru"], ["adding"], tmp_path / "runs", **kwargs)
+    assert result["protocol"]["match_params"] == target
+    assert result["protocol"]["budgets"]["adding"]["hidden_size"] == f"matched to {target} params"
+    cells = {cell["mixer"]: cell for cell in result["cells"]}
+    for cell in cells.values():
+        assert target / 1.5 <= cell["params"] <= target * 1.5, cell
+        assert cell["hidden_size"] in atlas.HIDDEN_LADDER and cell["state_size"] > 0
+    # an LSTM has 4x an Elman RNN's weights per unit, a uRNN O(width) parameters: far apart widths
+    assert cells["lstm"]["hidden_size"] < cells["rnn"]["hidden_size"] < cells["urnn"]["hidden_size"]
+
+
+@pytest.mark.parametrize(
+    "argv,expected",
+    [
+        (["--match-params", "0"], "--match-params must be a positive count"),
+        (["--match-params", "2000", "--hidden-size", "8"], "not given with --hidden-size"),
+        (["--models", "rnn,urnn", "--match-params", "100000"], "urnn on adding cannot come within 2x"),
+    ],
+)
+def test_bad_match_params_exit_2_before_anything_is_written(argv, expected, tmp_path, capsys):
+    argv += [
+        "--tasks",
+        "adding",
+        "--out",
+        str(tmp_path / "out" / "atlas"),
+        "--workdir",
+        str(tmp_path / "runs"),
+    ]
+    with pytest.raises(SystemExit) as info:
+        atlas.main(argv)
+    assert info.value.code == 2 and expected in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())

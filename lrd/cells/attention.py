@@ -348,6 +348,7 @@ class Attention(Mixer):
     """
 
     STATE_NAMES: ClassVar[tuple[str, ...]] = ("k", "v")
+    STATE_PER_POSITION: ClassVar[bool] = True
 
     scan_mode: str = "auto"
     num_heads: int = 4

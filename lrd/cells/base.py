@@ -104,6 +104,9 @@ class Mixer(nn.Module):
         the parallel forms, unmeasured until a GPU/TPU run is committed.
       STATE_NAMES: names of the leaves of the probed state, in the order of the probe's pytree leaves (``("c",
         "h")`` for the LSTM); the diagnostics report one curve per leaf under these names.
+      STATE_PER_POSITION: ``True`` when the probed state is what one position adds to a memory that keeps every
+        position (softmax attention's keys and values), so the memory grows with the sequence; ``False`` (default)
+        for a fixed-size state carried from step to step.
     """
 
     hidden_size: int
@@ -114,6 +117,7 @@ class Mixer(nn.Module):
     OPTION_SCAN_MODES: ClassVar[Mapping[str, tuple[str, ...]]] = {}
     AUTO_SCAN_MODES: ClassVar[Mapping[str, str]] = {}
     STATE_NAMES: ClassVar[tuple[str, ...]] = ("h",)
+    STATE_PER_POSITION: ClassVar[bool] = False
 
     # -- diagnostics -----------------------------------------------------------------------------------------
 
