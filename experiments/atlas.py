@@ -211,18 +211,14 @@ def run_atlas(
     sized, and any that cannot be matched raises, before the first search). ``on_cell(atlas)``, if given, is called with the atlas so far after every finished search (the driver
     writes its files then, so a long atlas shows its table while it runs). ``executor`` runs each search's trials
     in parallel (:mod:`lrd.executors`; ``None``: serially, in this process)."""
-    sized = {}
+    hidden = {(t, m): overrides.get("hidden_size") for t in tasks for m in models}
     if match_params is not None:
-        overrides = {**overrides, "hidden_size": None}
-        sized = {
-            (t, m): match_hidden_size(t, m, match_params, root, smoke=smoke, **overrides)
-            for t in tasks
-            for m in models
+        hidden = {
+            (t, m): match_hidden_size(t, m, match_params, root, smoke=smoke, **overrides) for t, m in hidden
         }
     configs = {
-        (t, m): search_config(t, m, root, smoke=smoke, **{**overrides, "hidden_size": sized.get((t, m))})
-        for t in tasks
-        for m in models
+        (t, m): search_config(t, m, root, smoke=smoke, **{**overrides, "hidden_size": hidden[t, m]})
+        for t, m in hidden
     }
     started = time.perf_counter()
     cells = []

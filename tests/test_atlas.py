@@ -163,6 +163,13 @@ def test_model_size_counts_params_and_the_state_one_sequence_carries():
     )  # a key and a value per position
 
 
+def test_a_given_hidden_size_is_every_mixer_s(tmp_path):
+    kwargs = {"smoke": True, "log": lambda *_: None, "sweep": (4,), "hidden_size": 6}
+    result = atlas.run_atlas(["rnn", "gru"], ["adding"], tmp_path / "runs", **kwargs)
+    assert [cell["hidden_size"] for cell in result["cells"]] == [6, 6]
+    assert result["protocol"]["budgets"]["adding"]["hidden_size"] == 6
+
+
 def test_match_params_sizes_every_mixer_near_the_target(tmp_path):
     target = 2000
     kwargs = {"smoke": True, "log": lambda *_: None, "sweep": (4,), "match_params": target}
