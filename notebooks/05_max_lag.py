@@ -183,17 +183,22 @@ for atlas in atlases:
     failed_first = sorted(m for m, v in lag.items() if v == 0)
     if failed_first:
         print(f"  failed the first lag of the sweep: {', '.join(failed_first)}")
-    pairs = [
-        (c["grad_slope_per_step_at_init"], lag[c["mixer"]])
-        for c in done
-        if c.get("grad_slope_per_step_at_init") is not None
-    ]
-    if len(pairs) >= 4:
-        rho = scipy.stats.spearmanr([p[0] for p in pairs], [p[1] for p in pairs]).statistic
-        print(
-            f"  rank correlation of gradient decay per step at init (closer to 0 = slower decay) with max lag: "
-            f"{rho:+.2f} over {len(pairs)} mixers (+1: slower decay always learns longer lags)"
-        )
+    # Three candidate explanations of the max lag, each as a rank correlation across mixers: how slowly the
+    # gradient decays at initialisation (the textbook mechanism), and the two capacities the widths leave unequal,
+    # parameters and state size (a memory that grows with the sequence, softmax attention's, is left out).
+    for key, meaning in (
+        ("grad_slope_per_step_at_init", "gradient decay per step at init (closer to 0 = slower decay)"),
+        ("params", "parameter count"),
+        ("state_size", "state size (numbers carried per sequence)"),
+    ):
+        pairs = [
+            (c[key], lag[c["mixer"]])
+            for c in done
+            if c.get(key) is not None and not (key == "state_size" and c.get("state_per_position"))
+        ]
+        if len(pairs) >= 4:
+            rho = scipy.stats.spearmanr([p[0] for p in pairs], [p[1] for p in pairs]).statistic
+            print(f"  rank correlation of {meaning} with max lag: {rho:+.2f} over {len(pairs)} mixers")
 
 # %% [markdown]
 # ## What the committed atlas shows (15 mixers on adding, 9 on copy; 2-core CPU, jax 0.10.2)
