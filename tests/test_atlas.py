@@ -173,7 +173,7 @@ def test_a_given_hidden_size_is_every_mixer_s(tmp_path):
 def test_match_params_sizes_every_mixer_near_the_target(tmp_path):
     target = 2000
     kwargs = {"smoke": True, "log": lambda *_: None, "sweep": (4,), "match_params": target}
-    result = atlas.run_atlas(["rnn", "lstm", "urnn", "mingru"], ["adding"], tmp_path / "runs", **kwargs)
+    result = atlas.run_atlas(["rnn", "lstm", "urnn"], ["adding"], tmp_path / "runs", **kwargs)
     assert result["protocol"]["match_params"] == target
     assert result["protocol"]["budgets"]["adding"]["hidden_size"] == f"matched to {target} params"
     cells = {cell["mixer"]: cell for cell in result["cells"]}
