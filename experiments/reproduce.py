@@ -89,10 +89,45 @@ def _arjovsky(task: str) -> Reproduction:
     return Reproduction(f"Arjovsky, Shah & Bengio 2016, {task}", criterion, runs)
 
 
+def _hochreiter1997_adding() -> Reproduction:
+    """Experiment 4 at T = 100 under five protocols (the preset, a rate grid, 32 cells, online updates, forget
+    bias 5 at two budgets), then T = 500 and 1000 with forget bias 5, the only protocol that solved T = 100."""
+    spec = "hochreiter1997_adding"
+    paper = {100: "74,000", 500: "209,000", 1000: "853,000"}
+    fb5 = "model.options.lstm.forget_bias=5"
+
+    def run(label: str, lag: int, *overrides: str) -> Run:
+        return Run(label, spec, (f"task.lag={lag}", *overrides), f"{paper[lag]} sequences until solved (mean)")
+
+    return Reproduction(
+        "Hochreiter & Schmidhuber 1997, experiment 4 (adding, T = 100, 500, 1000)",
+        "every one of 2000 held-out sequences with absolute error < 0.04 (evaluated every eval_every steps)",
+        (
+            run("100", 100, "run.steps=7000"),
+            run("100_rates", 100, "run.steps=7000", "optim.learning_rate=1e-3,3e-3,3e-2"),
+            run("100_h32", 100, "run.steps=7000", "model.hidden_size=32", "optim.learning_rate=1e-3,3e-3"),
+            run(
+                "100_online",
+                100,
+                "run.steps=222000",
+                "optim.batch_size=1",
+                "run.eval_every=2000",
+                "run.checkpoint_every=10000",
+                "optim.learning_rate=1e-3,1e-2",
+            ),
+            run("100_fb5", 100, "run.steps=7000", fb5, "optim.learning_rate=3e-3,1e-2"),
+            run("100_fb5_long", 100, "run.steps=20000", fb5, "optim.learning_rate=1e-3,3e-3"),
+            run("500_fb5", 500, "run.steps=20000", fb5, "optim.learning_rate=1e-3,3e-3"),
+            run("1000_fb5", 1000, "run.steps=80000", fb5, "optim.learning_rate=1e-3,3e-3"),
+        ),
+    )
+
+
 def reproductions() -> dict[str, Reproduction]:
     """Every reproduction this script knows, by name."""
     h97 = "hochreiter1997_temporal_order"
     return {
+        "hochreiter1997_adding": _hochreiter1997_adding(),
         h97: Reproduction(
             "Hochreiter & Schmidhuber 1997, experiments 6a and 6b (temporal order, T = 100)",
             "every one of 2000 held-out sequences classified correctly (evaluated every 100 steps)",

@@ -13,7 +13,9 @@ Commands (paper: sequences seen until solved, mean over runs; T = 100: 74,000; 5
     lrd run --config hochreiter1997_adding --workdir runs/repro/h97_adding_100 --lag 100 --steps 7000
     lrd run --config hochreiter1997_adding --workdir runs/repro/h97_adding_500 --lag 500 --steps 20000
     lrd run --config hochreiter1997_adding --workdir runs/repro/h97_adding_1000 --lag 1000 --steps 80000
-``summary.json``'s ``steps_to_solve`` x 32 is the sequences seen until solved, per seed.
+``summary.json``'s ``steps_to_solve`` x 32 is the sequences seen until solved, per seed. Every run of the
+reproduction (T = 100 under five protocols; T = 500 and 1000 with forget bias 5) is listed, run, resumed and
+collected into the result file by ``python experiments/reproduce.py hochreiter1997_adding``.
 
 Runtime on a 2-core CPU: T = 100 takes 2-3 minutes for 7000 steps; T = 1000 for 80,000 steps is hours (a GPU run:
 not measured yet). Expected result: the paper solved every T it reports. Measured at T = 100
