@@ -3,6 +3,7 @@
     python experiments/reproduce.py --list                                   # the reproductions and their runs
     python experiments/reproduce.py arjovsky2016_copy --out experiments/results/arjovsky2016_copy_cpu2.json
     python experiments/reproduce.py hochreiter1997_temporal_order --only 6a   # runs whose label contains "6a"
+    python experiments/reproduce.py arjovsky2016_copy --table                # the result file as a markdown table
 
 Each run is an ordinary resumable ``lrd run`` workdir, ``WORKDIR/NAME/LABEL`` (``--workdir``, default
 ``runs/repro``): the same command run again reads finished runs back and continues an unfinished one from its
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 import time
 from pathlib import Path
@@ -97,7 +99,9 @@ def _hochreiter1997_adding() -> Reproduction:
     fb5 = "model.options.lstm.forget_bias=5"
 
     def run(label: str, lag: int, *overrides: str) -> Run:
-        return Run(label, spec, (f"task.lag={lag}", *overrides), f"{paper[lag]} sequences until solved (mean)")
+        return Run(
+            label, spec, (f"task.lag={lag}", *overrides), f"{paper[lag]} sequences until solved (mean)"
+        )
 
     return Reproduction(
         "Hochreiter & Schmidhuber 1997, experiment 4 (adding, T = 100, 500, 1000)",
@@ -213,6 +217,35 @@ def run_record(run: Run, config, workdir: Path, summary: dict[str, Any]) -> dict
     }
 
 
+def table(result: dict[str, Any]) -> str:
+    """A result file as markdown: one row per finished run (model, width, lag, chance loss) with, per member
+    (``rate/seed``), the sequences seen until solved or ``-``, and the final held-out loss and, where the task has
+    them, accuracies. Then the paper's number per run."""
+    lines = [
+        f"{result['title']}; solved: {result['criterion']}",
+        "",
+        "| run | model (hidden) | lag | chance loss | solved | per member: sequences to solve; final held-out metrics |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    papers: dict[str, list[str]] = {}
+    for run in result["runs"]:
+        members = []
+        for member in run["members"]:
+            seen = member["sequences_to_solve"]
+            metrics = ", ".join(f"{name} {value:.3g}" for name, value in sorted(member["final_eval"].items()))
+            members.append(
+                f"{member['learning_rate']:g}/{member['seed']}: {'-' if seen is None else f'{seen:,}'}; {metrics}"
+            )
+        lines.append(
+            f"| {run['label']} | {run['model']} ({run['hidden_size']}) | {run['lag']} | {run['chance_loss']:.3g} | "
+            f"{run['solved_members']}/{len(run['members'])} | {'<br>'.join(members)} |"
+        )
+        papers.setdefault(run["paper"], []).append(run["label"])
+    lines.append("")
+    lines += [f"* paper ({', '.join(labels)}): {paper}" for paper, labels in papers.items()]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     known = reproductions()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -222,6 +255,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", help="run only the runs whose label contains this")
     parser.add_argument("--list", action="store_true", help="print the reproductions and their commands")
     parser.add_argument("--smoke", action="store_true", help="tiny budgets (seconds), for tests")
+    parser.add_argument(
+        "--table", action="store_true", help="print the result file as markdown; train nothing"
+    )
     args = parser.parse_args(argv)
     root = Path(args.workdir)
     if args.list:
@@ -233,11 +269,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.name not in known:
         parser.exit(2, f"reproduce: name {args.name!r} is unknown; allowed values: {', '.join(known)}\n")
     repro = known[args.name]
+    out = Path(args.out or f"experiments/results/{args.name}_cpu2.json")
+    if args.table:
+        if not out.is_file():
+            parser.exit(2, f"reproduce: --out {str(out)!r} does not exist (run the reproduction first)\n")
+        sys.stdout.write(table(json.loads(out.read_text())))
+        return 0
     runs = [run for run in repro.runs if args.only is None or args.only in run.label]
     if not runs:
         labels = ", ".join(run.label for run in repro.runs)
         parser.exit(2, f"reproduce: --only {args.only!r} matches no run; the runs: {labels}\n")
-    out = Path(args.out or f"experiments/results/{args.name}_cpu2.json")
     try:
         configs = {
             run.label: apply_overrides(

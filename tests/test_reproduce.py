@@ -17,7 +17,7 @@ sys.path.insert(0, str(EXPERIMENTS))
 import reproduce  # noqa: E402
 
 
-def test_a_reproduction_writes_its_file_and_resumes_without_retraining(tmp_path):
+def test_a_reproduction_writes_its_file_and_resumes_without_retraining(tmp_path, capsys):
     out = tmp_path / "copy.json"
     argv = ["arjovsky2016_copy", "--only", "copy_rnn_100", "--smoke", "--workdir", str(tmp_path / "runs")]
     argv += ["--out", str(out)]
@@ -55,6 +55,16 @@ def test_a_reproduction_writes_its_file_and_resumes_without_retraining(tmp_path)
     assert metrics.stat().st_mtime_ns == stamp
     assert json.loads(out.read_text())["runs"] == result["runs"]
 
+    # --table: the file as markdown, one row per finished run
+    capsys.readouterr()
+    assert reproduce.main(["arjovsky2016_copy", "--out", str(out), "--table"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    (row,) = [line for line in lines if line.startswith("| copy_rnn_100 ")]
+    (member,) = json.loads(out.read_text())["runs"][0]["members"][:1]
+    assert row.startswith("| copy_rnn_100 | rnn (80) | 100 | 0.173 | 0/2 | 0.001/0: -; accuracy ")
+    assert f"loss {member['final_eval']['loss']:.3g}" in row
+    assert lines[-1].startswith("* paper (copy_rnn_100): LSTM and tanh RNN at the memoryless baseline")
+
 
 @pytest.mark.parametrize("task", ["copy", "adding"])
 def test_the_arjovsky_widths_match_parameter_counts_within_2x(task):
@@ -80,6 +90,7 @@ def test_the_arjovsky_widths_match_parameter_counts_within_2x(task):
     "argv,expected",
     [
         (["arjovsky2016_cpy"], "name 'arjovsky2016_cpy' is unknown; allowed values: hochreiter1997"),
+        (["arjovsky2016_copy", "--table", "--out", "missing.json"], "'missing.json' does not exist"),
         (["arjovsky2016_copy", "--only", "zzz"], "--only 'zzz' matches no run; the runs: copy_lstm_100"),
         (
             ["arjovsky2016_copy", "--out", "/nonexistent/r.json"],
