@@ -54,6 +54,25 @@ def test_both_forms_match_the_float64_update(gated):
         np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4 * np.max(np.abs(expected)))
 
 
+def test_checkpoint_segments_change_neither_values_nor_gradients():
+    # The sequential form runs its steps in jax.checkpoint segments (a padded last one here: 50 = 7 x 7 + 1); one
+    # segment of all 50 steps is the plain scan. Values and the gradients of every input, the probe included.
+    q, k, v, beta, log_alpha = _inputs(50, True, seed=2)
+    probe = 0.1 * jax.random.normal(jax.random.PRNGKey(5), (50, B, H, DV, DK))
+    weights = jax.random.normal(jax.random.PRNGKey(6), (B, 50, H, DV))
+
+    def loss(segment, *args):
+        return jnp.sum(weights * delta_rule_recurrent(*args[:5], probe=args[5], segment=segment))
+
+    args = (q, k, v, beta, log_alpha, probe)
+    value_and_grads = jax.jit(jax.value_and_grad(loss, argnums=tuple(range(1, 7))), static_argnums=0)
+    value_one, grads_one = value_and_grads(50, *args)
+    value_seg, grads_seg = value_and_grads(7, *args)
+    np.testing.assert_allclose(value_seg, value_one, rtol=1e-6)
+    for got, expected in zip(grads_seg, grads_one, strict=True):
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6 * float(jnp.max(jnp.abs(expected))))
+
+
 @pytest.mark.parametrize("gated", [False, True], ids=["deltanet", "gated"])
 def test_chunked_equals_sequential_in_values_and_gradients_at_long_t(gated, chunk_size=64):
     inputs = _inputs(1000, gated, seed=1, alpha_low=0.99)  # 1000 = 15 chunks of 64 + 40: a padded last chunk

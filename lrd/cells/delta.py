@@ -13,7 +13,11 @@ b_alpha)``, one scalar per head and step.
 
 Two forms of the same function (``scan_mode``):
 
-* ``"sequential"``: the recurrence above, one step at a time (``O(T d_k d_v)`` work, ``T`` sequential steps).
+* ``"sequential"``: the recurrence above, one step at a time (``O(T d_k d_v)`` work, ``T`` sequential steps). The
+  steps run in segments of :data:`RECURRENT_SEGMENT` under ``jax.checkpoint``: the backward pass keeps one state
+  per segment and recomputes a segment's steps, instead of keeping every step's states (``[T, batch, heads, d_v,
+  d_k]`` several times over). On CPU that is faster as well as smaller (fwd+bwd of the rule alone, T = 1024,
+  batch 16, 4 heads of 16: 244 ms and 26 MiB of temp memory against 316 ms and 217 MiB, measured side by side).
 * ``"chunked"``: the chunkwise-parallel form (Yang et al. 2024, Sec. 3, the UT transform). Inside a chunk
   starting from state ``S_0``, with ``g_t`` the cumulative ``log alpha`` and ``Gamma_ts = exp(g_t - g_s)`` for
   ``s <= t`` (all ones for DeltaNet), the pseudo-values ``u_t = beta_t (v_t - alpha_t S_{t-1} k_t)`` solve the
@@ -42,6 +46,7 @@ from lrd.registry import register_mixer
 __all__ = ["DeltaNet", "GatedDeltaNet", "delta_rule_recurrent", "delta_rule_chunked", "DELTA_SCAN_MODES"]
 
 DELTA_SCAN_MODES = ("sequential", "chunked")
+RECURRENT_SEGMENT = 32  # steps per jax.checkpoint segment of the sequential form (module docstring)
 
 
 def _l2_normalise(x: jax.Array, eps: float = 1e-6) -> jax.Array:
@@ -56,15 +61,29 @@ def delta_rule_recurrent(
     log_alpha: jax.Array | None = None,
     *,
     probe: jax.Array | None = None,
+    segment: int = RECURRENT_SEGMENT,
 ) -> jax.Array:
     """The (gated) delta rule step by step. ``q, k: [batch, time, heads, d_k]``, ``v: [batch, time, heads, d_v]``,
     ``beta, log_alpha: [batch, time, heads]`` (``None``: ``alpha = 1``), ``probe: None`` or ``[time, batch, heads,
-    d_v, d_k]`` added to each ``S_t``. Returns ``o: [batch, time, heads, d_v]``."""
-    batch, _, heads, d_k = k.shape
+    d_v, d_k]`` added to each ``S_t``. Returns ``o: [batch, time, heads, d_v]``. ``segment``: steps per
+    ``jax.checkpoint`` segment (backward memory; no effect on the values). Steps padded at the end have ``k = 0,
+    beta = 0, alpha = 1``: they leave the state unchanged."""
+    batch, num_steps, heads, d_k = k.shape
     d_v = v.shape[-1]
     if log_alpha is None:
         log_alpha = jnp.zeros(beta.shape, beta.dtype)
-    xs = tuple(to_time_major(a) for a in (q, k, v, beta, log_alpha))
+    size = max(1, min(segment, num_steps))
+    num_segments = -(-num_steps // size)
+    pad = num_segments * size - num_steps
+
+    def segments(x: jax.Array) -> jax.Array:  # [B, T, ...] -> [num_segments, size, B, ...]
+        x = to_time_major(jnp.pad(x, [(0, 0), (0, pad)] + [(0, 0)] * (x.ndim - 2)))
+        return x.reshape((num_segments, size) + x.shape[1:])
+
+    xs = tuple(segments(a) for a in (q, k, v, beta, log_alpha))
+    if probe is not None:
+        probe = jnp.pad(probe, [(0, pad)] + [(0, 0)] * (probe.ndim - 1))
+        probe = probe.reshape((num_segments, size) + probe.shape[1:])
 
     def step(state, inputs):
         (q_t, k_t, v_t, beta_t, log_alpha_t), probe_t = inputs
@@ -75,9 +94,13 @@ def delta_rule_recurrent(
             state = state + probe_t
         return state, jnp.einsum("bhvk,bhk->bhv", state, q_t)
 
+    @jax.checkpoint
+    def one_segment(state, inputs):
+        return jax.lax.scan(step, state, inputs)
+
     state0 = jnp.zeros((batch, heads, d_v, d_k), v.dtype)
-    _, o = jax.lax.scan(step, state0, (xs, probe))
-    return to_batch_major(o)
+    _, o = jax.lax.scan(one_segment, state0, (xs, probe))
+    return to_batch_major(o.reshape((num_segments * size,) + o.shape[2:])[:num_steps])
 
 
 def delta_rule_chunked(
