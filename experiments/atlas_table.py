@@ -9,7 +9,9 @@ sweep was learnable (``L`` its last), ``< L`` when the first lag tried (``L``) a
 was not searched (yet) on that task, and ``error`` for a search that failed. Then the parameter count and the state
 size (real numbers one sequence carries from step to step; ``/ position`` for softmax attention, whose memory keeps
 that much per position), both of the first task's model, and, per task, the gradient decay per step at initialisation (``grad_flow`` at the task's preset
-lag: slope of log |dL/dh_{T-k}| against k; 0 is no decay, positive is growth). Under the table, each file's protocol in one
+lag: slope of log |dL/dh_{T-k}| against k; 0 is no decay, positive is growth) and how close the search came at the
+first unlearnable lag (the lowest final held-out loss of any seed at any rate, over the task's chance loss: 1 is
+nothing learned, 0 solved outright). Under the table, each file's protocol in one
 line. Reads the files only: runtime well under a second.
 """
 
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -37,6 +40,25 @@ def lag_cell(cell: dict[str, Any] | None) -> str:
     if fails is not None:
         return f"{best} ({fails})"
     return f">= {best}"  # every lag of the sweep was learnable (the atlas lists finished searches only)
+
+
+def closest_failure(cell: dict[str, Any] | None) -> str:
+    """``best final loss / chance`` over every member (seed x rate) at the first lag found unlearnable, ``-`` when
+    none was (or the file has no per-trial detail)."""
+    if not cell or "search" not in cell:
+        return "-"
+    fails = cell.get("smallest_unlearnable_lag")
+    trial = next((t for t in cell["search"].get("trials", []) if t["lag"] == fails), None)
+    if trial is None or not trial.get("chance_loss"):
+        return "-"
+    groups = trial.get("per_rate") or [{"seeds": trial.get("seeds", [])}]
+    losses = [  # a member that diverged records "nan"
+        loss
+        for group in groups
+        for seed in group["seeds"]
+        if isinstance(loss := seed.get("final_loss"), (int, float)) and math.isfinite(loss)
+    ]
+    return f"{min(losses) / trial['chance_loss']:.2f}" if losses else "-"
 
 
 def state_cell(cell: dict[str, Any]) -> str:
@@ -77,6 +99,7 @@ def markdown(atlases: list[dict[str, Any]]) -> str:
     header = ["mixer", "setting", f"params{first_task}", f"state{first_task}"]
     header += [f"{task}: max lag (fails at)" for task in tasks]
     header += [f"{task}: grad decay / step at init" for task in tasks]
+    header += [f"{task}: best loss / chance where it fails" for task in tasks]
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for mixer, first in mixers.items():
         sized = cells.get((tasks[0], mixer), {})
@@ -85,6 +108,7 @@ def markdown(atlases: list[dict[str, Any]]) -> str:
         for task in tasks:
             slope = cells.get((task, mixer), {}).get("grad_slope_per_step_at_init")
             row.append("-" if slope is None else f"{slope:.3g}")
+        row += [closest_failure(cells.get((task, mixer))) for task in tasks]
         lines.append("| " + " | ".join(row) + " |")
     lines.append("")
     lines += [f"* {protocol_line(atlas)}" for atlas in atlases]

@@ -37,7 +37,7 @@ def test_atlas_writes_its_files_and_resumes_without_retraining(tmp_path, capsys)
     table = atlas_table.markdown([result]).splitlines()
     assert table[0] == (
         "| mixer | setting | params (adding) | state (adding) | adding: max lag (fails at) | adding: grad decay / step"
-        " at init |"
+        " at init | adding: best loss / chance where it fails |"
     )
     for line, cell in zip(table[2:4], result["cells"], strict=True):
         assert line.startswith(
@@ -54,6 +54,23 @@ def test_atlas_writes_its_files_and_resumes_without_retraining(tmp_path, capsys)
     again = json.loads((tmp_path / "atlas.json").read_text())
     for before, after in zip(result["cells"], again["cells"], strict=True):
         assert before["trials"] == after["trials"] and before["params"] == after["params"]
+
+
+def test_how_close_a_search_came_where_it_failed():
+    def member(loss):
+        return {"final_loss": loss}
+
+    trial = {
+        "lag": 30,
+        "chance_loss": 0.2,
+        "per_rate": [{"seeds": [member(0.1), member("nan")]}, {"seeds": [member(0.05)]}],
+    }
+    cell = {"smallest_unlearnable_lag": 30, "search": {"trials": [{"lag": 10, "chance_loss": 0.2}, trial]}}
+    assert (
+        atlas_table.closest_failure(cell) == "0.25"
+    )  # the best member of either rate; a diverged one skipped
+    assert atlas_table.closest_failure({**cell, "smallest_unlearnable_lag": None}) == "-"  # nothing failed
+    assert atlas_table.closest_failure(None) == "-"
 
 
 def test_the_table_entry_of_a_search():
