@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import csv
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -96,6 +97,12 @@ HIDDEN_LADDER += (
     4096,
 )  # cells with O(width) parameters (IndRNN, uRNN, UnICORNN)
 MATCH_FACTOR = 2.0  # --match-params: every mixer's count within this factor of the target, or an error
+
+
+class ParameterMatchError(ConfigError):
+    """``--match-params`` cannot size a mixer within :data:`MATCH_FACTOR` of the target (raised before any search)."""
+
+
 SMOKE = {  # section -> overrides, tiny sizes for a test of the driver
     "model": {"hidden_size": 8},
     "run": {"steps": 20, "eval_every": 10, "checkpoint_every": 20, "eval_batch_size": 32, "num_seeds": 2},
@@ -134,10 +141,12 @@ def search_config(task: str, mixer: str, root: Path, *, smoke: bool = False, **o
 
 
 def model_size(config, *, state: bool = True) -> dict[str, Any]:
-    """``{"params", "state_size", "state_per_position"}`` of ``config``'s model, from shapes only (nothing is
-    computed): the parameter count; the real numbers (a complex one counts twice) of every layer's probed state at
-    one step, for one sequence; and whether that state is per position of a memory that grows with the sequence
-    (softmax attention) rather than a fixed state carried along. ``state=False``: the parameter count only."""
+    """``{"params", "state_size", "state_per_position"}`` of ``config``'s model, from shapes (one example sequence
+    is sampled; the model is only traced): the parameter count; the real numbers (a complex one counts twice) of
+    every layer's probed recurrent state at one step, for one sequence (a short convolution's buffer of the last
+    few inputs, as in Mamba-2, is not counted); and whether any layer's state is per position of a memory that
+    grows with the sequence (softmax attention) rather than a fixed state carried along. ``state=False``: the
+    parameter count only."""
     task = config.task.build()
     model = config.model.build(task)
     example = task.sample(jax.random.PRNGKey(0), 1).inputs
@@ -156,7 +165,7 @@ def model_size(config, *, state: bool = True) -> dict[str, Any]:
 def match_hidden_size(task: str, mixer: str, target: int, root: Path, **kwargs: Any) -> int:
     """The hidden size of :data:`HIDDEN_LADDER` whose ``(task, mixer)`` model (:func:`search_config` with
     ``kwargs``) has the parameter count nearest ``target`` on a log scale; :class:`ConfigError` when none comes
-    within :data:`MATCH_FACTOR`. Sizes the mixer does not accept (heads that do not divide it, ...) are skipped."""
+    within :data:`MATCH_FACTOR` (:class:`ParameterMatchError`). Sizes the mixer does not accept (heads that do not divide it, ...) are skipped."""
     best: tuple[float, int, int] | None = None
     for hidden in HIDDEN_LADDER:
         try:
@@ -171,7 +180,7 @@ def match_hidden_size(task: str, mixer: str, target: int, root: Path, **kwargs: 
             break  # counts grow with the width: the rest are further away
     if best is None or best[0] > math.log(MATCH_FACTOR):
         nearest = "no hidden size is valid" if best is None else f"the nearest, {best[1]}, gives {best[2]}"
-        raise ConfigError(
+        raise ParameterMatchError(
             f"--match-params {target}: {mixer} on {task} cannot come within {MATCH_FACTOR:g}x of it over the "
             f"hidden sizes {HIDDEN_LADDER[0]}..{HIDDEN_LADDER[-1]} ({nearest} parameters)"
         )
@@ -436,6 +445,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.ray_address is not None and args.executor != "ray":
         parser.exit(2, "atlas: --ray-address needs --executor ray\n")
     out = Path(args.out)
+    existing = next(folder for folder in (out.parent, *out.parent.parents) if folder.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK):
+        parser.exit(2, f"atlas: --out {args.out!r}: cannot write under {str(existing)!r}\n")
 
     def write_outputs(atlas: dict[str, Any]) -> None:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -449,7 +461,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.exit(2, f"atlas: {err}\n")
     try:
         atlas = _run(args, models, tasks, sweep, rates, write_outputs, executor)
-    except ConfigError as err:  # e.g. a mixer --match-params cannot size: before any search trained or wrote
+    except ParameterMatchError as err:  # raised before any search trained or wrote
         parser.exit(2, f"atlas: {err}\n")
     finally:
         if executor is not None:

@@ -11,7 +11,7 @@ size (real numbers one sequence carries from step to step; ``/ position`` for so
 that much per position), both of the first task's model, and, per task, the gradient decay per step at initialisation (``grad_flow`` at the task's preset
 lag: slope of log |dL/dh_{T-k}| against k; 0 is no decay, positive is growth) and how close the search came at the
 first unlearnable lag (the lowest final held-out loss of any seed at any rate, over the task's chance loss: 1 is
-nothing learned, 0 solved outright). Under the table, each file's protocol in one
+nothing learned; near 0, some member did solve it, but fewer than the protocol's fraction of a rate's seeds). Under the table, each file's protocol in one
 line. Reads the files only: runtime well under a second.
 """
 

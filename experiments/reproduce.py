@@ -232,7 +232,10 @@ def table(result: dict[str, Any]) -> str:
         members = []
         for member in run["members"]:
             seen = member["sequences_to_solve"]
-            metrics = ", ".join(f"{name} {value:.3g}" for name, value in sorted(member["final_eval"].items()))
+            metrics = ", ".join(  # a diverged member's metrics are the strings "nan" / "inf"
+                f"{name} {value:.3g}" if isinstance(value, (int, float)) else f"{name} {value}"
+                for name, value in sorted(member["final_eval"].items())
+            )
             members.append(
                 f"{member['learning_rate']:g}/{member['seed']}: {'-' if seen is None else f'{seen:,}'}; {metrics}"
             )
@@ -271,9 +274,18 @@ def main(argv: list[str] | None = None) -> int:
     repro = known[args.name]
     out = Path(args.out or f"experiments/results/{args.name}_cpu2.json")
     if args.table:
+        if args.only is not None or args.smoke:
+            parser.exit(2, "reproduce: --table prints a whole result file; it takes no --only or --smoke\n")
         if not out.is_file():
             parser.exit(2, f"reproduce: --out {str(out)!r} does not exist (run the reproduction first)\n")
-        sys.stdout.write(table(json.loads(out.read_text())))
+        try:
+            result = json.loads(out.read_text())
+        except json.JSONDecodeError as err:
+            parser.exit(2, f"reproduce: --out {str(out)!r} is not JSON ({err})\n")
+        if result.get("reproduction") != args.name:
+            found = result.get("reproduction")
+            parser.exit(2, f"reproduce: --out {str(out)!r} holds {found!r}, not {args.name!r}\n")
+        sys.stdout.write(table(result))
         return 0
     runs = [run for run in repro.runs if args.only is None or args.only in run.label]
     if not runs:

@@ -207,18 +207,13 @@ def test_match_params_sizes_every_mixer_near_the_target(tmp_path):
         (["--match-params", "0"], "--match-params must be a positive count"),
         (["--match-params", "2000", "--hidden-size", "8"], "not given with --hidden-size"),
         (["--models", "rnn,urnn", "--match-params", "100000"], "urnn on adding cannot come within 2x"),
+        (["--out", "/dev/null/atlas/out"], "--out '/dev/null/atlas/out': cannot write under '/dev/null'"),
     ],
 )
-def test_bad_match_params_exit_2_before_anything_is_written(argv, expected, tmp_path, capsys):
-    argv += [
-        "--tasks",
-        "adding",
-        "--out",
-        str(tmp_path / "out" / "atlas"),
-        "--workdir",
-        str(tmp_path / "runs"),
-    ]
+def test_bad_match_params_or_out_exit_2_before_anything_is_written(argv, expected, tmp_path, capsys):
+    defaults = ["--models", "rnn", "--tasks", "adding", "--out", str(tmp_path / "out" / "atlas")]
     with pytest.raises(SystemExit) as info:
-        atlas.main(argv)
+        atlas.main([*defaults, "--workdir", str(tmp_path / "runs"), *argv])  # the case's flags win
     assert info.value.code == 2 and expected in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
     assert not list(tmp_path.iterdir())

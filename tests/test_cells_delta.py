@@ -54,22 +54,44 @@ def test_both_forms_match_the_float64_update(gated):
         np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4 * np.max(np.abs(expected)))
 
 
+def plain_scan(q, k, v, beta, log_alpha, probe):
+    """The gated delta rule as one plain lax.scan over time, no segments, no checkpoint (written out here)."""
+
+    def step(state, inputs):
+        q_t, k_t, v_t, beta_t, log_alpha_t, probe_t = inputs  # [B, H, ...]
+        state = jnp.exp(log_alpha_t)[..., None, None] * state
+        state = (
+            state
+            + (beta_t[..., None] * (v_t - jnp.einsum("bhvk,bhk->bhv", state, k_t)))[..., None]
+            * k_t[..., None, :]
+        )
+        state = state + probe_t
+        return state, jnp.einsum("bhvk,bhk->bhv", state, q_t)
+
+    time_major = [jnp.moveaxis(a, 1, 0) for a in (q, k, v, beta, log_alpha)]
+    _, o = jax.lax.scan(step, jnp.zeros((B, H, DV, DK)), (*time_major, probe))
+    return jnp.moveaxis(o, 0, 1)
+
+
 def test_checkpoint_segments_change_neither_values_nor_gradients():
-    # The sequential form runs its steps in jax.checkpoint segments (a padded last one here: 50 = 7 x 7 + 1); one
-    # segment of all 50 steps is the plain scan. Values and the gradients of every input, the probe included.
+    # The sequential form runs its steps in jax.checkpoint segments, here of 7 (50 = 7 x 7 + 1: a padded last
+    # segment), against a plain scan of the same update: values and the gradients of every input, probe included.
     q, k, v, beta, log_alpha = _inputs(50, True, seed=2)
     probe = 0.1 * jax.random.normal(jax.random.PRNGKey(5), (50, B, H, DV, DK))
     weights = jax.random.normal(jax.random.PRNGKey(6), (B, 50, H, DV))
-
-    def loss(segment, *args):
-        return jnp.sum(weights * delta_rule_recurrent(*args[:5], probe=args[5], segment=segment))
-
     args = (q, k, v, beta, log_alpha, probe)
-    value_and_grads = jax.jit(jax.value_and_grad(loss, argnums=tuple(range(1, 7))), static_argnums=0)
-    value_one, grads_one = value_and_grads(50, *args)
-    value_seg, grads_seg = value_and_grads(7, *args)
-    np.testing.assert_allclose(value_seg, value_one, rtol=1e-6)
-    for got, expected in zip(grads_seg, grads_one, strict=True):
+    argnums = tuple(range(6))
+
+    def segmented(*a):
+        return jnp.sum(weights * delta_rule_recurrent(*a[:5], probe=a[5], segment=7))
+
+    def plain(*a):
+        return jnp.sum(weights * plain_scan(*a))
+
+    value_seg, grads_seg = jax.jit(jax.value_and_grad(segmented, argnums=argnums))(*args)
+    value_plain, grads_plain = jax.jit(jax.value_and_grad(plain, argnums=argnums))(*args)
+    np.testing.assert_allclose(value_seg, value_plain, rtol=1e-6)
+    for got, expected in zip(grads_seg, grads_plain, strict=True):
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6 * float(jnp.max(jnp.abs(expected))))
 
 

@@ -246,7 +246,7 @@ def test_the_chunked_gradient_vmapped_over_members_equals_the_recurrence_and_doe
     # Every lag search vmaps the training step over members (seeds x rates), and the CPU default is the chunked
     # form. Its earlier diagonal block (`scores` broadcast over a size-1 group axis) had a gradient that crashed
     # XLA:CPU (jax 0.10.2, segmentation fault) under vmap with one group, several heads, two chunks or more: the
-    # case below (4 heads, 1 group, 2 chunks, 3 members), in a child process so that a crash fails this test only.
+    # case below (8 heads of 4, 1 group, 2 chunks, 3 members), in a child process so that a crash fails this test only.
     model = build_mixer("mamba2", 16)
     assert jax.default_backend() != "cpu" or model.effective_scan_mode() == "chunked"
     child = subprocess.run(

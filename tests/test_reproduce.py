@@ -55,8 +55,13 @@ def test_a_reproduction_writes_its_file_and_resumes_without_retraining(tmp_path,
     assert metrics.stat().st_mtime_ns == stamp
     assert json.loads(out.read_text())["runs"] == result["runs"]
 
-    # --table: the file as markdown, one row per finished run
-    capsys.readouterr()
+    # --table: the file as markdown, one row per finished run; not another reproduction's file
+    with pytest.raises(SystemExit) as info:
+        reproduce.main(["hochreiter1997_adding", "--out", str(out), "--table"])
+    assert (
+        info.value.code == 2
+        and "holds 'arjovsky2016_copy', not 'hochreiter1997_adding'" in capsys.readouterr().err
+    )
     assert reproduce.main(["arjovsky2016_copy", "--out", str(out), "--table"]) == 0
     lines = capsys.readouterr().out.splitlines()
     (row,) = [line for line in lines if line.startswith("| copy_rnn_100 ")]
@@ -91,6 +96,7 @@ def test_the_arjovsky_widths_match_parameter_counts_within_2x(task):
     [
         (["arjovsky2016_cpy"], "name 'arjovsky2016_cpy' is unknown; allowed values: hochreiter1997"),
         (["arjovsky2016_copy", "--table", "--out", "missing.json"], "'missing.json' does not exist"),
+        (["arjovsky2016_copy", "--table", "--only", "copy_rnn"], "--table prints a whole result file"),
         (["arjovsky2016_copy", "--only", "zzz"], "--only 'zzz' matches no run; the runs: copy_lstm_100"),
         (
             ["arjovsky2016_copy", "--out", "/nonexistent/r.json"],
