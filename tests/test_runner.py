@@ -15,6 +15,7 @@ from lrd.checkpoint import Checkpointer
 from lrd.cli import main
 from lrd.config import ExperimentConfig, apply_overrides
 from lrd.metrics_log import read_metrics
+from lrd.registry import get_mixer
 from lrd.runner import NumericalFault, WorkdirError, run_experiment
 from lrd.tasks.adding import Adding as AddingTask
 from lrd.train import apply_batch, init_state, init_states, make_chunk_fn, make_optimizer, seed_keys
@@ -429,3 +430,23 @@ def test_a_learning_rate_grid_run_logs_each_member_summarises_per_rate_and_resum
     assert comparable(read_metrics(tmp_path / "broken" / "metrics.jsonl")) == comparable(
         read_metrics(tmp_path / "grid" / "metrics.jsonl")
     )
+
+
+def test_a_resume_under_other_scan_modes_says_it_is_not_bit_for_bit(tmp_path, monkeypatch):
+    # Checkpoints carry the scan modes "auto" resolved to; a default changed between kill and resume (here the
+    # LRU's CPU default, patched) warns, and the run finishes under the new mode.
+    config = tiny_config(tmp_path / "run", "model.name=lru")
+
+    def kill_at_20(state, record):
+        if record["step"] == 20:
+            raise Killed
+
+    with pytest.raises(Killed):
+        run_experiment(config, progress=False, callbacks=(kill_at_20,))
+    lru = get_mixer("lru").cls
+    monkeypatch.setattr(lru, "AUTO_SCAN_MODES", {**lru.AUTO_SCAN_MODES, "cpu": "associative"})
+    with pytest.warns(
+        UserWarning, match="scan modes {'lru': 'associative'}; the run so far used {'lru': 'sequen"
+    ):
+        resumed = run_experiment(config, progress=False)
+    assert resumed["status"] == "completed" and resumed["scan_modes"] == {"lru": "associative"}
