@@ -23,7 +23,8 @@ Protocol (written into ``atlas.json`` under ``"protocol"``):
   sequence carries from step to step, summed over layers; for softmax attention the keys and values *per
   position*, a memory that grows with the sequence: ``state_per_position``), and the decay per step of the loss
   gradient at initialisation (:func:`lrd.diagnostics.run_grad_flow` at the task's preset lag, the slowest-decaying
-  state leaf), the mechanism the gradient-flow notebooks test.
+  state leaf), the mechanism the gradient-flow notebooks test, and the same decay *after training*
+  (:func:`trained_decay`: the trained model of the trial at the maximum learnable lag).
 
 Every (task, mixer) search is an ordinary resumable lag search in ``WORKDIR/TASK/MIXER``: the same command run
 again reads finished trials back and continues an unfinished one from its checkpoint. Writes ``OUT.json`` (every
@@ -187,18 +188,48 @@ def match_hidden_size(task: str, mixer: str, target: int, root: Path, **kwargs: 
     return best[1]
 
 
+def _slowest_decay(flow: dict[str, Any]) -> tuple[float | None, str | None]:
+    """The slope per step of the slowest-decaying probed leaf of a :func:`run_grad_flow` result, and the leaf."""
+    slopes = {leaf: value for leaf, value in flow["slope_per_step"].items() if value is not None}
+    slowest = max(slopes, key=slopes.get) if slopes else None
+    return (None if slowest is None else slopes[slowest]), slowest
+
+
 def describe(config) -> dict[str, Any]:
     """Parameter count, state size and the initial gradient decay of ``config``'s model at its preset lag."""
     size = model_size(config)
     flow = run_grad_flow(config.replace(run={"num_seeds": 1}))
-    slopes = {leaf: value for leaf, value in flow["slope_per_step"].items() if value is not None}
-    slowest = max(slopes, key=slopes.get) if slopes else None
+    slope, leaf = _slowest_decay(flow)
     return {
         **size,
-        "grad_slope_per_step_at_init": None if slowest is None else slopes[slowest],
-        "grad_slope_leaf": slowest,
+        "grad_slope_per_step_at_init": slope,
+        "grad_slope_leaf": leaf,
         "grad_slope_window": flow["slope_window"],
         "grad_slope_lag": config.task.lag,
+    }
+
+
+def trained_decay(config, result: dict[str, Any]) -> dict[str, Any]:
+    """The gradient's decay per step *after training*, measured as at initialisation (same lag, window and
+    held-out batch): the newest checkpoint of the search's trial at its maximum learnable lag (its first trial
+    when no lag was learnable), the seeds of the rate that trial counted at. Empty when no trial has a checkpoint
+    (a search recorded before its trials kept their workdirs)."""
+    trials = [t for t in result["trials"] if (Path(t.get("workdir", "")) / "checkpoints").is_dir()]
+    if not trials:
+        return {}
+    best = result.get("max_learnable_lag")
+    trial = next((t for t in trials if t["lag"] == best), None) or min(trials, key=lambda t: t["lag"])
+    rates, seeds = list(config.optim.learning_rates), config.run.num_seeds
+    rate = trial.get("best_learning_rate", rates[0])
+    first = seeds * (rates.index(rate) if rate in rates else 0)  # members are rate-major
+    flow = run_grad_flow(config, from_workdir=trial["workdir"], members=list(range(first, first + seeds)))
+    slope, leaf = _slowest_decay(flow)
+    return {
+        "grad_slope_per_step_trained": slope,
+        "grad_slope_trained_leaf": leaf,
+        "grad_slope_trained_at_lag": trial["lag"],
+        "grad_slope_trained_rate": rate,
+        "grad_slope_trained_step": flow["source"]["step"],
     }
 
 
@@ -256,6 +287,7 @@ def run_atlas(
                 **summarise(result),
                 "search_wall_time_s": result["wall_time_s"],
                 **describe(config),
+                **trained_decay(config, result),
                 "search": result,
             }
         )
@@ -329,6 +361,7 @@ def write_table(atlas: dict[str, Any], path: Path) -> None:
         "max_learnable_lag",
         "smallest_unlearnable_lag",
         "grad_slope_per_step_at_init",
+        "grad_slope_per_step_trained",
         "search_wall_time_s",
         "error",
     )

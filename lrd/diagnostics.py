@@ -380,9 +380,12 @@ def _restore_params(config: Any, workdir: Path, model: Any, task: Any) -> tuple[
     return state.params, int(meta["step"])
 
 
-def run_grad_flow(config: Any, *, from_workdir: str | Path | None = None) -> dict[str, Any]:
+def run_grad_flow(
+    config: Any, *, from_workdir: str | Path | None = None, members: Sequence[int] | None = None
+) -> dict[str, Any]:
     """:func:`grad_flow` of ``config``'s model on its task: at initialisation (``run.num_seeds`` seeds from
-    ``run.seed``), or with the newest checkpoint of the run in ``from_workdir``. One batch of ``optim.batch_size``
+    ``run.seed``), or with the newest checkpoint of the run in ``from_workdir`` (its members: seeds x learning rates,
+    rate-major; ``members``: only those indices, e.g. one rate's seeds). One batch of ``optim.batch_size``
     held-out sequences. Returns the result with the model, task, lag, source and config added."""
     from lrd.metrics_log import environment
     from lrd.runner import build_experiment
@@ -391,7 +394,9 @@ def run_grad_flow(config: Any, *, from_workdir: str | Path | None = None) -> dic
     task, model, settings = build_experiment(config)
     if from_workdir is not None:
         params, step = _restore_params(config, Path(from_workdir), model, task)
-        source = {"kind": "checkpoint", "workdir": str(from_workdir), "step": step}
+        if members is not None:
+            params = jax.tree_util.tree_map(lambda leaf: leaf[np.asarray(members)], params)
+        source = {"kind": "checkpoint", "workdir": str(from_workdir), "step": step, "members": members}
     else:
         optimizer = make_optimizer(
             settings.learning_rates[0], settings.clip_norm, settings.weight_decay, settings.optimizer

@@ -27,6 +27,10 @@ def test_atlas_writes_its_files_and_resumes_without_retraining(tmp_path, capsys)
     for cell in cells.values():
         assert cell["task"] == "adding" and cell["params"] > 0 and cell["trials"]
         assert cell["grad_slope_per_step_at_init"] < 0  # gradients decay with distance at initialisation
+        # ... and after training: the trained model of the trial at the maximum learnable lag (else the first)
+        assert cell["grad_slope_trained_at_lag"] == (cell["max_learnable_lag"] or cell["trials"][0]["lag"])
+        assert isinstance(cell["grad_slope_per_step_trained"], float)
+        assert cell["grad_slope_trained_step"] > 0
         assert cell["search"]["finished"] and cell["trials"][0]["lag"] == 4
     rows = list(csv.DictReader((tmp_path / "atlas.csv").open()))
     assert [r["mixer"] for r in rows] == ["rnn", "mingru"] and rows[0]["params"] == str(

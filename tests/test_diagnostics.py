@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from lrd.cli import main
-from lrd.diagnostics import fit_slope, grad_flow, leaf_names
+from lrd.diagnostics import fit_slope, grad_flow, leaf_names, run_grad_flow
 from lrd.models import build_model
 from lrd.tasks.adding import Adding
 from lrd.train import init_states, make_optimizer
@@ -124,8 +124,31 @@ def test_lrd_grad_flow_end_to_end_and_from_a_workdir(tmp_path, capsys):
     assert main(argv) == 0
     out = capsys.readouterr().out
     trained = json.loads(out[out.index("{") :])
-    assert trained["source"] == {"kind": "checkpoint", "workdir": str(tmp_path / "run"), "step": 4}
+    assert trained["source"] == {
+        "kind": "checkpoint",
+        "workdir": str(tmp_path / "run"),
+        "step": 4,
+        "members": None,
+    }
     assert trained["lag"] == 20
+
+
+def test_grad_flow_of_some_members_of_a_checkpoint(tmp_path):
+    from lrd.config import ExperimentConfig, apply_overrides
+    from lrd.runner import run_experiment
+
+    config = apply_overrides(
+        ExperimentConfig(),
+        ["model.name=rnn", "model.hidden_size=4", "task.lag=12", "optim.batch_size=4", "run.steps=4"]
+        + ["run.eval_every=2", "run.checkpoint_every=4", "run.num_seeds=3", "run.tensorboard=false"]
+        + [f"run.workdir={tmp_path / 'run'}"],
+    )
+    run_experiment(config, progress=False)
+    every = run_grad_flow(config, from_workdir=tmp_path / "run")
+    second = run_grad_flow(config, from_workdir=tmp_path / "run", members=[1])
+    radii = every["spectra"]["layer0_rnn"]["spectral_radius_per_seed"]
+    assert len(set(radii)) == 3 and second["num_seeds"] == 1 and second["source"]["members"] == [1]
+    assert second["spectra"]["layer0_rnn"]["spectral_radius_per_seed"] == [radii[1]]
 
 
 def test_lrd_grad_flow_sweep(tmp_path):
