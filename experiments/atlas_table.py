@@ -3,17 +3,17 @@
     python experiments/atlas_table.py experiments/results/atlas_adding_cpu2.json \
         experiments/results/atlas_copy_cpu2.json > /tmp/table.md
 
-One row per mixer (in the order of the first file that has it), one column per task: the longest lag learnable
-under that file's protocol with, in brackets, the first lag found unlearnable; ``>= L`` when every lag of the
-sweep was learnable (``L`` its last), ``< L`` when the first lag tried (``L``) already failed, ``-`` when the mixer
-was not searched (yet) on that task, and ``error`` for a search that failed. Then the parameter count and the state
-size (real numbers one sequence carries from step to step; ``/ position`` for softmax attention, whose memory keeps
-that much per position), both of the first task's model, and, per task, the gradient decay per step at initialisation (``grad_flow`` at the task's preset
-lag: slope of log |dL/dh_{T-k}| against k; 0 is no decay, positive is growth) and how close the search came at the
-first unlearnable lag (the lowest final held-out loss of any seed at any rate, over the task's chance loss: 1 is
-nothing learned; near 0, some member did solve it, but fewer than the protocol's fraction of a rate's seeds). Under the table, each file's protocol in one
-line. Reads the files only: runtime well under a second.
-"""
+One row per mixer (in the order of the first file that has it), one column per task: the longest lag learnable under
+that file's protocol with, in brackets, the first lag found unlearnable; ``>= L`` when every lag of the sweep was
+learnable (``L`` its last), ``< L`` when the first lag tried (``L``) already failed, ``-`` when the mixer was not
+searched (yet) on that task, and ``error`` for a search that failed. Then the parameter count and the state size
+(real numbers one sequence carries from step to step; ``/ position`` for softmax attention, whose memory keeps that
+much per position), both of the first task's model, and, per task, the gradient decay per step at initialisation and
+after training, ``init -> trained`` (``grad_flow`` at the task's preset lag: slope of log |dL/dh_{T-k}| against k; 0
+is no decay, positive is growth; trained: the model of the trial at the maximum learnable lag) and how close the
+search came at the first unlearnable lag (the lowest final held-out loss of any seed at any rate, over the task's
+chance loss: 1 is nothing learned; near 0, some member did solve it, but fewer than the protocol's fraction of a
+rate's seeds). Under the table, each file's protocol in one line. Reads the files only: runtime well under a second."""
 
 from __future__ import annotations
 
@@ -61,6 +61,15 @@ def closest_failure(cell: dict[str, Any] | None) -> str:
     return f"{min(losses) / trial['chance_loss']:.2f}" if losses else "-"
 
 
+def decay_cell(cell: dict[str, Any] | None) -> str:
+    """``init -> trained``: the gradient's decay per step at initialisation and after training (files from
+    before the trained one was recorded show the first alone)."""
+    cell = cell or {}
+    init, trained = cell.get("grad_slope_per_step_at_init"), cell.get("grad_slope_per_step_trained")
+    text = "-" if init is None else f"{init:.3g}"
+    return text if trained is None else f"{text} -> {trained:.3g}"
+
+
 def state_cell(cell: dict[str, Any]) -> str:
     """The state size entry: ``-`` when not recorded (atlas files before it was), ``N / position`` for a memory
     that grows with the sequence."""
@@ -98,16 +107,14 @@ def markdown(atlases: list[dict[str, Any]]) -> str:
     first_task = f" ({tasks[0]})" if tasks else ""
     header = ["mixer", "setting", f"params{first_task}", f"state{first_task}"]
     header += [f"{task}: max lag (fails at)" for task in tasks]
-    header += [f"{task}: grad decay / step at init" for task in tasks]
+    header += [f"{task}: grad decay / step, init -> trained" for task in tasks]
     header += [f"{task}: best loss / chance where it fails" for task in tasks]
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for mixer, first in mixers.items():
         sized = cells.get((tasks[0], mixer), {})
         row = [mixer, first["setting"], str(sized.get("params", "-")), state_cell(sized)]
         row += [lag_cell(cells.get((task, mixer))) for task in tasks]
-        for task in tasks:
-            slope = cells.get((task, mixer), {}).get("grad_slope_per_step_at_init")
-            row.append("-" if slope is None else f"{slope:.3g}")
+        row += [decay_cell(cells.get((task, mixer))) for task in tasks]
         row += [closest_failure(cells.get((task, mixer))) for task in tasks]
         lines.append("| " + " | ".join(row) + " |")
     lines.append("")

@@ -183,11 +183,13 @@ for atlas in atlases:
     failed_first = sorted(m for m, v in lag.items() if v == 0)
     if failed_first:
         print(f"  failed the first lag of the sweep: {', '.join(failed_first)}")
-    # Three candidate explanations of the max lag, each as a rank correlation across mixers: how slowly the
-    # gradient decays at initialisation (the textbook mechanism), and the two capacities the widths leave unequal,
-    # parameters and state size (a memory that grows with the sequence, softmax attention's, is left out).
+    # Four candidate explanations of the max lag, each as a rank correlation across mixers: how slowly the
+    # gradient decays at initialisation (the textbook mechanism) and after training (the trained model of the trial
+    # at the maximum learnable lag), and the two capacities the widths leave unequal, parameters and state size (a
+    # memory that grows with the sequence, softmax attention's, is left out).
     for key, meaning in (
         ("grad_slope_per_step_at_init", "gradient decay per step at init (closer to 0 = slower decay)"),
+        ("grad_slope_per_step_trained", "gradient decay per step after training"),
         ("params", "parameter count"),
         ("state_size", "state size (numbers carried per sequence)"),
     ):

@@ -40,8 +40,8 @@ def test_atlas_writes_its_files_and_resumes_without_retraining(tmp_path, capsys)
     # The README table: one row per mixer, its lag entry as the search found it, and the protocol line.
     table = atlas_table.markdown([result]).splitlines()
     assert table[0] == (
-        "| mixer | setting | params (adding) | state (adding) | adding: max lag (fails at) | adding: grad decay / step"
-        " at init | adding: best loss / chance where it fails |"
+        "| mixer | setting | params (adding) | state (adding) | adding: max lag (fails at) | adding: grad decay / step,"
+        " init -> trained | adding: best loss / chance where it fails |"
     )
     for line, cell in zip(table[2:4], result["cells"], strict=True):
         assert line.startswith(
