@@ -153,23 +153,33 @@ import scipy.stats
 sys.path.insert(0, str(repo_root() / "experiments"))
 import atlas_table  # noqa: E402
 
+# One table per protocol: the atlas (one hidden size, experiments/atlas_cpu.sh) and its capacity control (the bare
+# cells at the LSTM's parameter count, experiments/atlas_matched_cpu.sh); a table merges files by task.
 atlas_files = sorted(results_dir.glob("atlas_*_cpu2.json"))
-atlases = [json.loads(f.read_text()) for f in atlas_files]
+protocols = {
+    "one hidden size": [f for f in atlas_files if "matched" not in f.name],
+    "parameter-matched control": [f for f in atlas_files if "matched" in f.name],
+}
+atlases = {}
+for protocol, files in protocols.items():
+    for f in files:
+        atlases[f.stem] = json.loads(f.read_text())
+    if files:
+        print(f"### {protocol}: {', '.join(f.name for f in files)}\n")
+        print(atlas_table.markdown([atlases[f.stem] for f in files]))
 if not atlases:
     print("no atlas file in experiments/results yet (experiments/atlas_cpu.sh writes them)")
-else:
-    print(atlas_table.markdown(atlases))
 
 
 # %% [markdown]
 # ## Verdict on the atlas (computed from the files above)
 
 # %%
-for atlas in atlases:
+for name, atlas in atlases.items():
     done = [c for c in atlas["cells"] if "error" not in c and c.get("trials")]
     if not done:
         continue
-    task = done[0]["task"]
+    task = name
     # a search whose first lag failed learned nothing tried: count it as lag 0 for the ranking
     lag = {c["mixer"]: c["max_learnable_lag"] or 0 for c in done}
     best = max(lag.values())
