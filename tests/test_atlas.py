@@ -17,7 +17,7 @@ import atlas_table  # noqa: E402
 
 def test_atlas_writes_its_files_and_resumes_without_retraining(tmp_path, capsys):
     argv = ["--smoke", "--models", "rnn,mingru", "--tasks", "adding", "--workdir", str(tmp_path / "runs")]
-    argv += ["--out", str(tmp_path / "atlas")]
+    argv += ["--out", str(tmp_path / "atlas"), "--hidden-size", "6"]
     assert atlas.main(argv) == 0
     result = json.loads((tmp_path / "atlas.json").read_text())
     assert result["protocol"]["smoke"] and result["protocol"]["settings"]["bare"] == list(atlas.BARE_FAMILIES)
@@ -26,6 +26,7 @@ def test_atlas_writes_its_files_and_resumes_without_retraining(tmp_path, capsys)
     assert cells["rnn"]["setting"] == "bare" and cells["mingru"]["setting"] == "block"
     for cell in cells.values():
         assert cell["task"] == "adding" and cell["params"] > 0 and cell["trials"]
+        assert cell["hidden_size"] == 6  # --hidden-size reaches every mixer
         assert cell["grad_slope_per_step_at_init"] < 0  # gradients decay with distance at initialisation
         # ... and after training: the trained model of the trial at the maximum learnable lag (else the first)
         assert cell["grad_slope_trained_at_lag"] == (cell["max_learnable_lag"] or cell["trials"][0]["lag"])
@@ -48,7 +49,7 @@ def test_atlas_writes_its_files_and_resumes_without_retraining(tmp_path, capsys)
             f"| {cell['mixer']} | {cell['setting']} | {cell['params']} | {cell['state_size']} | "
         )
         assert atlas_table.lag_cell(cell) in line
-    assert "adding: hidden 8, 20 steps x batch 8 per lag, 2 seeds" in table[-1]
+    assert "adding: hidden 6, 20 steps x batch 8 per lag, 2 seeds" in table[-1]
 
     metrics = sorted((tmp_path / "runs").rglob("metrics.jsonl"))
     assert len(metrics) >= 2
@@ -184,25 +185,18 @@ def test_model_size_counts_params_and_the_state_one_sequence_carries():
     )  # a key and a value per position
 
 
-def test_a_given_hidden_size_is_every_mixer_s(tmp_path):
-    kwargs = {"smoke": True, "log": lambda *_: None, "sweep": (4,), "hidden_size": 6}
-    result = atlas.run_atlas(["rnn", "gru"], ["adding"], tmp_path / "runs", **kwargs)
-    assert [cell["hidden_size"] for cell in result["cells"]] == [6, 6]
-    assert result["protocol"]["budgets"]["adding"]["hidden_size"] == 6
-
-
 def test_match_params_sizes_every_mixer_near_the_target(tmp_path):
     target = 2000
     kwargs = {"smoke": True, "log": lambda *_: None, "sweep": (4,), "match_params": target}
-    result = atlas.run_atlas(["rnn", "lstm", "urnn"], ["adding"], tmp_path / "runs", **kwargs)
+    result = atlas.run_atlas(["lstm", "urnn"], ["adding"], tmp_path / "runs", **kwargs)
     assert result["protocol"]["match_params"] == target
     assert result["protocol"]["budgets"]["adding"]["hidden_size"] == f"matched to {target} params"
     cells = {cell["mixer"]: cell for cell in result["cells"]}
     for cell in cells.values():
         assert target / 1.5 <= cell["params"] <= target * 1.5, cell
         assert cell["hidden_size"] in atlas.HIDDEN_LADDER and cell["state_size"] > 0
-    # an LSTM has 4x an Elman RNN's weights per unit, a uRNN O(width) parameters: far apart widths
-    assert cells["lstm"]["hidden_size"] < cells["rnn"]["hidden_size"] < cells["urnn"]["hidden_size"]
+    # an LSTM has O(width^2) parameters, a uRNN O(width): far apart widths for the same count
+    assert 4 * cells["lstm"]["hidden_size"] < cells["urnn"]["hidden_size"]
 
 
 @pytest.mark.parametrize(
