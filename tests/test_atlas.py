@@ -123,6 +123,8 @@ def test_a_learning_rate_grid_keeps_each_rate_s_outcome(tmp_path):
     assert set(trial["fraction_solved_per_rate"]) == {"0.001", "0.01"}
     assert trial["fraction_solved"] == max(trial["fraction_solved_per_rate"].values())
     assert trial["best_learning_rate"] in (1e-3, 1e-2)
+    # the decay after training is measured on the seeds of the rate the lag counted at
+    assert result["cells"][0]["grad_slope_trained_rate"] == trial["best_learning_rate"]
 
 
 def test_with_a_parallel_executor_the_atlas_has_the_same_cells(tmp_path):
