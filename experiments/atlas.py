@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import math
 import os
 import sys
@@ -248,9 +249,11 @@ def run_atlas(
     """Every (task, mixer) lag search, in order, resumable; returns the atlas (see module docstring).
 
     ``match_params``: size each (task, mixer) to this parameter count (:func:`match_hidden_size`; all of them are
-    sized, and any that cannot be matched raises, before the first search). ``on_cell(atlas)``, if given, is called with the atlas so far after every finished search (the driver
-    writes its files then, so a long atlas shows its table while it runs). ``executor`` runs each search's trials
-    in parallel (:mod:`lrd.executors`; ``None``: serially, in this process)."""
+    sized, and any that cannot be matched raises, before the first search). ``on_cell(atlas)``, if given, is
+    called with the atlas so far after every search (the driver writes its files then, so a long atlas shows its
+    table while it runs). ``executor`` runs each search's trials in parallel (:mod:`lrd.executors`; ``None``:
+    serially, in this process). A search that stops with an error (say, out of memory at its longest lag) keeps
+    the trials it finished, from its ``lag_search.json``, next to the error; the atlas goes on."""
     hidden = {(t, m): overrides.get("hidden_size") for t in tasks for m in models}
     if match_params is not None:
         hidden = {
@@ -271,15 +274,20 @@ def run_atlas(
         except Exception as err:  # e.g. out of memory: recorded in the cell, and the atlas goes on
             message = f"{type(err).__name__}: {str(err).splitlines()[0][:300] if str(err) else ''}"
             log(f"[atlas] {task} / {mixer}: the search stopped with {message}; recorded, going on")
+            partial = _partial_search(Path(config.run.workdir))
             cells.append(
                 {
                     **_cell_head(task, mixer, config),
-                    "max_learnable_lag": None,
-                    "smallest_unlearnable_lag": None,
-                    "trials": [],
+                    **(
+                        {**summarise(partial), "search": partial}
+                        if partial
+                        else {"max_learnable_lag": None, "smallest_unlearnable_lag": None, "trials": []}
+                    ),
                     "error": message,
                 }
             )
+            if on_cell is not None:
+                on_cell(_atlas(configs, cells, overrides, smoke, started, match_params))
             continue
         cells.append(
             {
@@ -294,6 +302,14 @@ def run_atlas(
         if on_cell is not None:
             on_cell(_atlas(configs, cells, overrides, smoke, started, match_params))
     return _atlas(configs, cells, overrides, smoke, started, match_params)
+
+
+def _partial_search(workdir: Path) -> dict[str, Any] | None:
+    """The ``lag_search.json`` a search left in ``workdir`` (its finished trials), or ``None``."""
+    try:
+        return json.loads((workdir / "lag_search.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
 
 
 def _cell_head(task: str, mixer: str, config) -> dict[str, Any]:

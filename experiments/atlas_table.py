@@ -29,8 +29,9 @@ def lag_cell(cell: dict[str, Any] | None) -> str:
     """The table entry of one (task, mixer) search."""
     if cell is None:
         return "-"
-    if "error" in cell:
-        return "error"
+    if "error" in cell:  # the trials it finished before the error, if any
+        finished = lag_cell({key: value for key, value in cell.items() if key != "error"})
+        return "error" if finished == "-" else f"{finished}, then error"
     trials = cell.get("trials") or []
     best, fails = cell.get("max_learnable_lag"), cell.get("smallest_unlearnable_lag")
     if best is None:

@@ -82,6 +82,13 @@ def test_the_table_entry_of_a_search():
     trials = [{"lag": 10}, {"lag": 30}]
     assert atlas_table.lag_cell(None) == "-"
     assert atlas_table.lag_cell({"error": "boom", "trials": []}) == "error"
+    partial = {
+        "error": "boom",
+        "max_learnable_lag": 10,
+        "smallest_unlearnable_lag": None,
+        "trials": trials[:1],
+    }
+    assert atlas_table.lag_cell(partial) == ">= 10, then error"
     assert (
         atlas_table.lag_cell(
             {"max_learnable_lag": None, "smallest_unlearnable_lag": 10, "trials": trials[:1]}
@@ -152,18 +159,26 @@ def test_a_search_that_fails_is_recorded_and_the_atlas_goes_on(tmp_path, monkeyp
     real = atlas.lag_search
 
     def failing(config, **kwargs):
-        if config.model.name == "rnn":
+        if config.model.name == "rnn":  # before any trial
             raise RuntimeError("RESOURCE_EXHAUSTED: Out of memory allocating 25380864388 bytes.")
+        if config.model.name == "gru":  # after its trials (as if a longer lag did not fit)
+            real(config, **kwargs)
+            raise RuntimeError("RESOURCE_EXHAUSTED: at the next lag")
         return real(config, **kwargs)
 
     monkeypatch.setattr(atlas, "lag_search", failing)
-    argv = ["--smoke", "--models", "rnn,gru", "--tasks", "adding", "--workdir", str(tmp_path / "runs")]
+    argv = ["--smoke", "--models", "rnn,gru,lstm", "--tasks", "adding", "--workdir", str(tmp_path / "runs")]
     assert atlas.main([*argv, "--out", str(tmp_path / "atlas"), "--sweep", "4"]) == 0
     cells = {c["mixer"]: c for c in json.loads((tmp_path / "atlas.json").read_text())["cells"]}
     assert (
         cells["rnn"]["error"].startswith("RuntimeError: RESOURCE_EXHAUSTED") and cells["rnn"]["trials"] == []
     )
-    assert "error" not in cells["gru"] and cells["gru"]["trials"][0]["lag"] == 4
+    assert atlas_table.lag_cell(cells["rnn"]) == "error"
+    # the trials a search finished before its error are kept, and the table says both
+    assert cells["gru"]["error"] == "RuntimeError: RESOURCE_EXHAUSTED: at the next lag"
+    assert [t["lag"] for t in cells["gru"]["trials"]] == [4]
+    assert atlas_table.lag_cell(cells["gru"]).endswith(", then error")
+    assert "error" not in cells["lstm"] and cells["lstm"]["trials"][0]["lag"] == 4  # the atlas went on
     assert "RESOURCE_EXHAUSTED" in (tmp_path / "atlas.csv").read_text()
 
 
