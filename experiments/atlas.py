@@ -64,40 +64,12 @@ BARE_FAMILIES = ("classic", "oscillator", "orthogonal")
 DEFAULT_MODELS = ("rnn", "lstm", "gru")
 DEFAULT_TASKS = ("adding", "copy")
 TASKS = ("adding", "copy", "selective_copy", "temporal_order")  # the presets the atlas protocol covers
-# The hidden sizes --match-params chooses from: neighbours at most 1.5x apart.
+# The hidden sizes --match-params chooses from: neighbours at most 1.5x apart, up to 4096 for the cells whose
+# parameters grow only linearly with their width (IndRNN, uRNN, UnICORNN).
 HIDDEN_LADDER = (
-    4,
-    6,
-    8,
-    12,
-    16,
-    20,
-    24,
-    32,
-    40,
-    48,
-    64,
-    80,
-    96,
-    128,
-    160,
-    192,
-    256,
-    320,
-    384,
-    512,
-    640,
-    768,
-    1024,
+    *(4, 6, 8, 12, 16, 20, 24, 32, 40, 48, 64, 80, 96, 128, 160, 192, 256),
+    *(320, 384, 512, 640, 768, 1024, 1280, 1536, 2048, 2560, 3072, 4096),
 )
-HIDDEN_LADDER += (
-    1280,
-    1536,
-    2048,
-    2560,
-    3072,
-    4096,
-)  # cells with O(width) parameters (IndRNN, uRNN, UnICORNN)
 MATCH_FACTOR = 2.0  # --match-params: every mixer's count within this factor of the target, or an error
 
 
@@ -166,8 +138,9 @@ def model_size(config, *, state: bool = True) -> dict[str, Any]:
 
 def match_hidden_size(task: str, mixer: str, target: int, root: Path, **kwargs: Any) -> int:
     """The hidden size of :data:`HIDDEN_LADDER` whose ``(task, mixer)`` model (:func:`search_config` with
-    ``kwargs``) has the parameter count nearest ``target`` on a log scale; :class:`ConfigError` when none comes
-    within :data:`MATCH_FACTOR` (:class:`ParameterMatchError`). Sizes the mixer does not accept (heads that do not divide it, ...) are skipped."""
+    ``kwargs``) has the parameter count nearest ``target`` on a log scale; :class:`ParameterMatchError` when none
+    comes within :data:`MATCH_FACTOR`. Sizes the mixer does not accept (heads that do not divide it, ...) are
+    skipped."""
     best: tuple[float, int, int] | None = None
     for hidden in HIDDEN_LADDER:
         try:

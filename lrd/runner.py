@@ -327,15 +327,16 @@ def _train_with(
     # The scan modes "auto" resolves to: saved with every checkpoint, so a resume under other modes (another
     # backend, or a default changed since) is said: the same function, equal to float rounding, not bit for bit.
     scan_modes = config.model.resolved_scan_modes()
+    meta = {"scan_modes": scan_modes}  # what every checkpoint of this process records
     if restored is None:
         state, resumed_from = init_members(model, task, optimizer, settings), None
     else:
-        state, meta = restored
-        resumed_from = int(meta["step"])
-        if meta.get("scan_modes", scan_modes) != scan_modes:
+        state, saved = restored
+        resumed_from = int(saved["step"])
+        if saved.get("scan_modes", scan_modes) != scan_modes:
             warnings.warn(
                 f"{workdir}: resuming from step {resumed_from} with scan modes {scan_modes}; the run so far used "
-                f"{meta['scan_modes']}: the same function to float rounding, but not a bit-for-bit resume",
+                f"{saved['scan_modes']}: the same function to float rounding, but not a bit-for-bit resume",
                 stacklevel=2,
             )
     start_step = int(to_host(state.step).reshape(-1)[0])
@@ -348,13 +349,13 @@ def _train_with(
         # numbers only (evaluations fall at multiples of eval_every and at the end), so resumes save the same.
         every = config.run.checkpoint_every
         if record["step"] // every > last_evaluation[0] // every:
-            checkpointer.save(record["step"], state, {"scan_modes": scan_modes})
+            checkpointer.save(record["step"], state, meta)
         last_evaluation[0] = record["step"]
 
     def stop_if_requested(state: TrainState, record: dict[str, Any]) -> None:
         if stop.requested:
             if record["step"] not in checkpointer.steps():
-                checkpointer.save(record["step"], state, {"scan_modes": scan_modes})
+                checkpointer.save(record["step"], state, meta)
             raise Preempted(stop.requested, record["step"])
 
     logger = (
@@ -377,7 +378,7 @@ def _train_with(
         )
         final_step = int(to_host(state.step).reshape(-1)[0])
         if final_step not in checkpointer.steps():
-            checkpointer.save(final_step, state, {"scan_modes": scan_modes})
+            checkpointer.save(final_step, state, meta)
     except NumericalFault as err:
         status, error = "numerical_fault", str(err)
         summary = {"steps_run": guard.step, "num_skipped": guard.skipped.tolist()}
