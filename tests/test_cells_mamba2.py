@@ -103,6 +103,20 @@ def test_segment_sums_are_exact_sums_even_far_from_zero():
     assert abs(seg[43, 40] - 3 * -1e-4) < 1e-9
 
 
+def test_segment_sums_gradient_is_the_transpose_of_the_masked_sum():
+    # seg is linear in the log decays, seg[t, s] = sum_r M[t, s, r] l_r with M = [s < r <= t]; its gradient, taken
+    # through the compensated cumulative sum, must be M^T g for any cotangent g, here with the same extreme decays.
+    rng = np.random.default_rng(1)
+    log_decay = -rng.uniform(0.0, 500.0, size=(3, 64)).astype(np.float32)
+    cotangent = rng.standard_normal((3, 64, 64)).astype(np.float32)
+    _, vjp = jax.vjp(segment_sums, jnp.asarray(log_decay))
+    (got,) = jax.jit(vjp)(jnp.asarray(cotangent))
+    t, s, r = np.meshgrid(np.arange(64), np.arange(64), np.arange(64), indexing="ij")
+    mask = ((s < r) & (r <= t)).astype(np.float64)
+    expected = np.einsum("tsr,bts->br", mask, cotangent.astype(np.float64))
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
+
+
 def _layer_reference(params, x, hidden, head_dim, groups, state):
     """The Mamba-2 layer written out in float64 from its parameters (module docstring of lrd.cells.ssm.mamba2)."""
     p = {k: np.asarray(v, np.float64) for k, v in params["params"].items()}

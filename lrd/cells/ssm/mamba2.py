@@ -33,9 +33,11 @@ Two forms of the same function (``scan_mode``):
     chunks, run by :func:`lrd.scan.linear_scan`);
   - off-diagonal blocks: ``y_t += exp(seg(t, start-1)) S_{k-1} C_t``.
 
-  The segment sums are built *as sums* (a cumulative sum of the masked ``l_r``), never as differences of two
-  cumulative sums: over a chunk the cumulative log decay can reach ``-10^3`` where the difference of two such
-  numbers in float32 would lose every digit of a ``seg(t, s)`` near 0 (the paper's stable ``segsum``).
+  The segment sums are never plain differences of two float32 cumulative sums: over a chunk the cumulative log
+  decay can reach ``-10^3``, where the difference of two such numbers would lose every digit of a ``seg(t, s)``
+  near 0. They are differences of a *compensated* cumulative sum (a high and a low float32 part), exact to the
+  rounding of the segment itself (:func:`segment_sums`; the paper's stable ``segsum`` reaches the same accuracy
+  with a cumulative sum over the masked ``[L, L]`` terms, which costs ``O(L^3)`` per chunk on XLA:CPU).
 
 The gradient probe is the state ``S_t``, ``[time, batch, heads, head_dim, N]`` (heads flattened group-major),
 and runs the sequential form (it is the one place all states exist, and only when the probe is asked for).
@@ -79,6 +81,11 @@ NORM_EPS = 1e-5  # epsilon of the gated RMSNorm (the paper's code)
 def _grouped(x: jax.Array, groups: int) -> jax.Array:
     """``[batch, time, heads, *rest] -> [batch, time, groups, heads // groups, *rest]`` (heads group-major)."""
     return x.reshape(x.shape[:2] + (groups, x.shape[2] // groups) + x.shape[3:])
+
+
+def _heads_major(a: jax.Array) -> jax.Array:
+    """``[b, c, l, g, r, ...] -> [b, c, g, r, l, ...]``: a chunk's time axis moved inside each head."""
+    return jnp.moveaxis(a, 2, 4)
 
 
 def _pad_time(x: jax.Array, pad: int) -> jax.Array:
@@ -150,16 +157,47 @@ def ssd_recurrent(
     return y + _skip(x, D)
 
 
-def segment_sums(log_decay: jax.Array) -> jax.Array:
-    """``seg[..., t, s] = sum_{s < r <= t} log_decay[..., r]`` (0 where ``t <= s``), computed as one cumulative
-    sum of masked terms, not as a difference of two cumulative sums (module docstring).
+def _two_sum(a: jax.Array, b: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``(s, e)`` with ``s = fl(a + b)`` and ``s + e = a + b`` exactly (Knuth's branch-free TwoSum; IEEE rounding,
+    which XLA keeps: it does not reassociate floating-point adds)."""
+    s = a + b
+    b_part = s - a
+    a_part = s - b_part
+    return s, (a - a_part) + (b - b_part)
 
-    ``log_decay: [..., L] -> [..., L, L]``; ``exp(seg)`` masked to ``t >= s`` is the decay matrix of SSD.
+
+def _compensated_cumsum(x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Inclusive cumulative sum along the last axis as a pair ``(hi, lo)`` of float32 arrays whose sum is the
+    exact prefix sum up to ``O(L eps^2)`` relative to its magnitude: a parallel prefix scan whose combine step adds
+    the high parts with :func:`_two_sum` and accumulates the rounding errors in the low parts."""
+
+    def combine(left, right):
+        hi, error = _two_sum(left[0], right[0])
+        return hi, error + (left[1] + right[1])
+
+    return jax.lax.associative_scan(combine, (x, jnp.zeros_like(x)), axis=-1)
+
+
+def segment_sums(log_decay: jax.Array) -> jax.Array:
+    """``seg[..., t, s] = sum_{s < r <= t} log_decay[..., r]`` (0 where ``t <= s``), accurate to float32 rounding of
+    each *segment*, not of the cumulative sum it is taken from (module docstring).
+
+    ``log_decay: [..., L] -> [..., L, L]``; ``exp(seg)`` masked to ``t >= s`` is the decay matrix of SSD. Computed
+    as differences of a compensated cumulative sum (:func:`_compensated_cumsum`): ``(hi_t - hi_s) + (lo_t - lo_s)``
+    has the rounding of the segment only, because ``hi + lo`` carries the prefix sums to ``O(eps^2)``. The paper's
+    stable ``segsum`` instead takes a cumulative sum of the masked terms along one axis of the ``[L, L]`` matrix; on
+    XLA:CPU a cumulative sum lowers to a windowed reduction (``O(L)`` work per element, ``O(L^3)`` per chunk), which
+    made it a third of Mamba-2's fwd+bwd time; this form does ``O(L^2)`` elementwise work and ``O(L log L)`` scan
+    work per chunk, with the same accuracy (tested to float32 rounding where the cumulative sum reaches -1.6e4).
     """
-    size = log_decay.shape[-1]
-    below = jnp.tril(jnp.ones((size, size), bool), -1)  # r > s
-    terms = jnp.where(below, log_decay[..., :, None], 0.0)  # [..., r, s]: l_r where r > s
-    return jnp.cumsum(terms, axis=-2)
+    return _segments(*_compensated_cumsum(log_decay))
+
+
+def _segments(hi: jax.Array, lo: jax.Array) -> jax.Array:
+    """:func:`segment_sums` from the compensated prefix sums ``(hi, lo)``, ``[..., L] -> [..., L, L]``."""
+    size = hi.shape[-1]
+    seg = (hi[..., :, None] - hi[..., None, :]) + (lo[..., :, None] - lo[..., None, :])
+    return jnp.where(jnp.tril(jnp.ones((size, size), bool), -1), seg, 0.0)
 
 
 def ssd_chunked(
@@ -184,42 +222,44 @@ def ssd_chunked(
         a = _pad_time(a, pad)
         return a.reshape((batch, num_chunks, size) + a.shape[2:])
 
-    x_c = chunks(_grouped(x, groups))  # [b, c, l, g, r, p]
-    dt_c = chunks(_grouped(dt, groups))  # [b, c, l, g, r]
+    # Heads-major layout throughout ([b, c, g, r, l, ...]: time inside each head's block), so every contraction
+    # is a batched GEMM over leading axes with contiguous operands and result; XLA:CPU ran the same contractions
+    # written time-major ([b, c, l, h, p] results) several times slower.
+    x_dt = _heads_major(chunks(_grouped(x * dt[..., None], groups)))  # dt_s x_s: [b, c, g, r, l, p]
+    log_decay = _heads_major(chunks(_grouped(dt, groups))) * A.reshape(
+        groups, heads // groups, 1
+    )  # [b,c,g,r,l]
     B_c, C_c = chunks(B), chunks(C)  # [b, c, l, g, n]
-    log_decay = jnp.moveaxis(dt_c * A.reshape(groups, heads // groups), 2, -1)  # [b, c, g, r, l]
-    x_dt = x_c * dt_c[..., None]  # dt_s x_s
 
     # 1. diagonal blocks: y_t = sum_{s <= t} exp(seg(t, s)) (C_t . B_s) dt_s x_s
-    seg = segment_sums(log_decay)  # [b, c, g, r, l, s]
+    hi, lo = _compensated_cumsum(
+        log_decay
+    )  # prefix sums of the log decays within each chunk: [b, c, g, r, l]
+    seg = _segments(hi, lo)  # segment_sums(log_decay): [b, c, g, r, l, s]
     causal = jnp.tril(jnp.ones((size, size), bool))
-    decay = jnp.where(causal, jnp.exp(seg), 0.0)  # seg is 0 where t < s: exp stays finite there, and masked
-    # (C_t . B_s) is shared by a group's heads; it is repeated onto a flat heads axis before the product. The
+    # (C_t . B_s) is shared by a group's heads; it is repeated onto the heads axis before the product. The
     # broadcast form, `scores[:, :, :, None] * decay` over `[groups, heads // groups]`, has a gradient that crashes
     # XLA:CPU (jax 0.10.2: a segmentation fault after the computation, a corrupted heap) when vmapped (several seeds
-    # or rates) with one group, several heads and two chunks or more; the flat form computes the same numbers.
-    scores = jnp.repeat(
-        jnp.einsum("bclgn,bcsgn->bcgls", C_c, B_c), heads // groups, axis=2
-    )  # [b, c, h, l, s]
-    weights = scores * decay.reshape(batch, num_chunks, heads, size, size)
-    y = jnp.einsum("bchls,bcshp->bclhp", weights, x_dt.reshape(batch, num_chunks, size, heads, head_dim))
-    y = y.reshape(x_dt.shape)  # [b, c, l, g, r, p]
+    # or rates) with one group, several heads and two chunks or more; the repeated form computes the same numbers.
+    scores = jnp.repeat(jnp.einsum("bclgn,bcsgn->bcgls", C_c, B_c)[:, :, :, None], heads // groups, axis=3)
+    # seg is 0 where t < s, so exp stays finite there before the mask (one pass over the [l, s] arrays)
+    weights = jnp.where(causal, scores * jnp.exp(seg), 0.0)  # [b, c, g, r, l, s]
+    y = jnp.einsum("bcgrls,bcgrsp->bcgrlp", weights, x_dt)
 
-    # 2. chunk states: S^chunk = sum_s exp(seg(end, s)) dt_s x_s B_s^T, with seg(end, s) the last row of seg
-    to_end = jnp.moveaxis(jnp.exp(seg[..., -1, :]), -1, 2)  # [b, c, s, g, r]
-    chunk_states = jnp.einsum("bcsgrp,bcsgn->bcgrpn", x_dt * to_end[..., None], B_c)
+    # 2. chunk states: S^chunk = sum_s exp(seg(end, s)) dt_s x_s B_s^T, seg(end, s) from the prefix sums directly
+    to_end = jnp.exp((hi[..., -1:] - hi) + (lo[..., -1:] - lo))  # [b, c, g, r, s]
+    chunk_states = jnp.einsum("bcgrsp,bcsgn->bcgrpn", x_dt * to_end[..., None], B_c)
 
     # 3. state passing across chunks: S_k = exp(sum of the chunk's log decays) S_{k-1} + S^chunk_k
-    # seg(t, start - 1), the log decay from the chunk's start to t: a plain cumulative sum, [b, c, g, r, l]
-    cumulative = jnp.cumsum(log_decay, axis=-1)
+    # seg(t, start - 1), the log decay from the chunk's start to t: the prefix sum, [b, c, g, r, l]
+    cumulative = hi + lo
     chunk_decay = jnp.exp(cumulative[..., -1])[..., None, None]  # [b, c, g, r, 1, 1]
     states = linear_scan(jnp.moveaxis(chunk_decay, 1, 0), jnp.moveaxis(chunk_states, 1, 0), mode="sequential")
-    entering = jnp.concatenate([jnp.zeros_like(states[:1]), states[:-1]])  # S_{k-1}: [c, b, g, r, p, n]
+    entering = jnp.moveaxis(jnp.concatenate([jnp.zeros_like(states[:1]), states[:-1]]), 0, 1)  # S_{k-1}
 
     # 4. off-diagonal blocks: y_t += exp(seg(t, start - 1)) S_{k-1} C_t
-    from_start = jnp.moveaxis(jnp.exp(cumulative), -1, 2)  # [b, c, l, g, r]
-    y = y + from_start[..., None] * jnp.einsum("bclgn,cbgrpn->bclgrp", C_c, entering)
-
+    y = y + jnp.exp(cumulative)[..., None] * jnp.einsum("bclgn,bcgrpn->bcgrlp", C_c, entering)
+    y = jnp.moveaxis(y, 4, 2)  # [b, c, l, g, r, p]
     y = y.reshape(batch, num_chunks * size, heads, head_dim)[:, :num_steps]
     return y + _skip(x, D)
 
@@ -289,7 +329,9 @@ class Mamba2(Mixer):
 
     SCAN_MODES: ClassVar[tuple[str, ...]] = MAMBA2_SCAN_MODES
     # CPU (2 cores), fwd+bwd / fwd vs the LSTM in one process, T=1024, d_model 64, batch 16 (experiments/results/
-    # bench_mamba2_T1024_d64_cpu2.json): chunked 4.9x / 13.6x, sequential 8.7x / 6.1x; in the atlas's setting
+    # bench_mamba2_T1024_d64_cpu2.json): chunked 4.9x / 13.6x, sequential 8.7x / 6.1x; chunked 4.4x fwd+bwd since
+    # the compensated segment sums and the heads-major layout (bench_mamba2_chunked_T1024_d64_cpu2.json; old and
+    # new side by side in one process: 5.1x -> 4.2x fwd+bwd, forward 1.3x faster); in the atlas's setting
     # (block, hidden 32, batch 192 ~ 6 members x 32) chunked trains 2.1-2.6x faster at T = 100 and 300. The CPU
     # default was sequential until ssd_chunked stopped using the construct whose gradient crashed XLA:CPU (jax
     # 0.10.2) when vmapped over members with two chunks or more (see there); every lag search vmaps members.
