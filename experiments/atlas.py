@@ -266,7 +266,7 @@ def run_atlas(
             {
                 **_cell_head(task, mixer, config),
                 **summarise(result),
-                "search_wall_time_s": result["wall_time_s"],
+                "search_wall_time_s": result["trials_wall_time_s"],
                 **describe(config),
                 **trained_decay(config, result),
                 "search": result,

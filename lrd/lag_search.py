@@ -149,6 +149,9 @@ def _result(
         "device": jax.devices()[0].device_kind,
         "environment": environment(),
         "wall_time_s": time.perf_counter() - started,
+        # what the trials cost when they ran (each run's own time; a resumed run's last segment), unlike
+        # wall_time_s, which is this call's time and near 0 when the trials are read back
+        "trials_wall_time_s": sum(t["wall_time_s"] or 0.0 for t in trials),
         "config": config.to_dict(),
     }
 

@@ -59,6 +59,8 @@ def test_atlas_writes_its_files_and_resumes_without_retraining(tmp_path, capsys)
     again = json.loads((tmp_path / "atlas.json").read_text())
     for before, after in zip(result["cells"], again["cells"], strict=True):
         assert before["trials"] == after["trials"] and before["params"] == after["params"]
+        # the search's cost is what its trials took when they ran, not the time to read them back
+        assert after["search_wall_time_s"] == before["search_wall_time_s"] > 0
 
 
 def test_how_close_a_search_came_where_it_failed():
