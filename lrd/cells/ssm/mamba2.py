@@ -226,15 +226,13 @@ def ssd_chunked(
     # is a batched GEMM over leading axes with contiguous operands and result; XLA:CPU ran the same contractions
     # written time-major ([b, c, l, h, p] results) several times slower.
     x_dt = _heads_major(chunks(_grouped(x * dt[..., None], groups)))  # dt_s x_s: [b, c, g, r, l, p]
-    log_decay = _heads_major(chunks(_grouped(dt, groups))) * A.reshape(
-        groups, heads // groups, 1
-    )  # [b,c,g,r,l]
+    per_head_A = A.reshape(groups, heads // groups, 1)
+    log_decay = _heads_major(chunks(_grouped(dt, groups))) * per_head_A  # [b, c, g, r, l]
     B_c, C_c = chunks(B), chunks(C)  # [b, c, l, g, n]
 
     # 1. diagonal blocks: y_t = sum_{s <= t} exp(seg(t, s)) (C_t . B_s) dt_s x_s
-    hi, lo = _compensated_cumsum(
-        log_decay
-    )  # prefix sums of the log decays within each chunk: [b, c, g, r, l]
+    # prefix sums of the log decays within each chunk, [b, c, g, r, l], as a high and a low part
+    hi, lo = _compensated_cumsum(log_decay)
     seg = _segments(hi, lo)  # segment_sums(log_decay): [b, c, g, r, l, s]
     causal = jnp.tril(jnp.ones((size, size), bool))
     # (C_t . B_s) is shared by a group's heads; it is repeated onto the heads axis before the product. The
