@@ -229,3 +229,55 @@ for name, atlas in atlases.items():
 #   expRNN and scoRNN 50); every other mixer fails at lag 5, LSTM and GRU included (recall 0.46-0.48 and 0.28-0.43,
 #   chance 0.125), the block layers still climbing when the budget ran out (LinOSS 0.88-0.91).
 # * The atlas is partial and resumes (`experiments/atlas_cpu.sh`); the verdict cell above recomputes from the files.
+
+# %% [markdown]
+# ## Copy at lag 5: the lag, the budget or the width?
+#
+# In the atlas every mixer but the orthogonal cells fails copy at its first lag, 5, where a symbol is held only 15
+# steps, while three of them solve adding at 1000. A failure that early says little about time. Two controls
+# (`experiments/copy_control_cpu.sh`) rerun the LSTM, the GRU, DeltaNet and Mamba-2 at lags 5 and 20 with 10x the
+# steps (15,000, hidden 32) and with 4x the width (hidden 128, the atlas's 1500 steps). Per search and lag: seeds
+# solved at the better rate, and the recall accuracy of the 10 symbols at the end (chance 0.125, solved >= 0.99).
+
+
+# %%
+import numpy as np
+
+
+def recall_at(cell: dict, lag: int) -> str:
+    """'k/n solved, recall lo-hi (rate r)' at ``lag`` for the rate with the best median final recall."""
+    trial = next((t for t in cell.get("search", {}).get("trials", []) if t["lag"] == lag), None)
+    if trial is None:
+        return "-"
+    groups = trial.get("per_rate") or [{"learning_rate": None, "seeds": trial["seeds"]}]
+
+    def median_recall(group):
+        return float(np.median([s["final_recall_accuracy"] for s in group["seeds"]]))
+
+    best = max(groups, key=median_recall)
+    recalls = [s["final_recall_accuracy"] for s in best["seeds"]]
+    solved = sum(s["solved"] for s in best["seeds"])
+    rate = "" if best["learning_rate"] is None else f" (rate {best['learning_rate']:g})"
+    return f"{solved}/{len(recalls)} solved, recall {min(recalls):.2f}-{max(recalls):.2f}{rate}"
+
+
+copy_runs = {
+    "atlas (hidden 32, 1500 steps)": results_dir / "atlas_copy_cpu2.json",
+    "10x steps (hidden 32, 15,000)": results_dir / "copy_control_steps_cpu2.json",
+    "4x width (hidden 128, 1500)": results_dir / "copy_control_width_cpu2.json",
+}
+copy_cells = {
+    name: {c["mixer"]: c for c in json.loads(path.read_text())["cells"]}
+    for name, path in copy_runs.items()
+    if path.exists()
+}
+control_mixers = sorted({m for name, cells in copy_cells.items() if "atlas" not in name for m in cells})
+if control_mixers:
+    print("| mixer | lag | " + " | ".join(copy_cells) + " |")
+    print("| --- | --- | " + " | ".join("---" for _ in copy_cells) + " |")
+    for mixer in control_mixers:
+        for lag in (5, 20):
+            row = [recall_at(cells[mixer], lag) if mixer in cells else "-" for cells in copy_cells.values()]
+            print(f"| {mixer} | {lag} | " + " | ".join(row) + " |")
+else:
+    print("no copy control file yet (experiments/copy_control_cpu.sh writes them)")
