@@ -213,19 +213,19 @@ for name, atlas in atlases.items():
             print(f"  rank correlation of {meaning} with max lag: {rho:+.2f} over {len(pairs)} mixers")
 
 # %% [markdown]
-# ## What the committed atlas shows (16 mixers on adding, 16 on copy, 10 in the control; 2-core CPU, jax 0.10.2)
+# ## What the committed atlas shows (17 mixers on adding, 16 on copy, 10 in the control; 2-core CPU, jax 0.10.2)
 #
 # * **The textbook mechanism does not order the mixers here.** The rank correlation between the gradient's decay
-#   per step and the max learnable lag on adding is +0.15 at initialisation and +0.22 after training, over 16
+#   per step and the max learnable lag on adding is +0.13 at initialisation and +0.23 after training, over 17
 #   mixers. The extremes move in opposite directions with training: the GRU's gradient shrinks about 0.75x per
 #   step at initialisation and is nearly flat once it has learned lag 1000 (log-slope -0.29 -> -0.004); the
 #   unitary RNN's does not shrink at initialisation and decays after training (0 -> -0.12) as it stops at 17.
-# * **Capacity is not the answer either.** The parameter count ranks adding better (+0.78), but it is confounded
+# * **Capacity is not the answer either.** The parameter count ranks adding better (+0.79), but it is confounded
 #   with the setting (block layers 13-20k parameters at hidden 32, bare cells 0.2-4.5k), and the control that sizes
 #   the bare cells to the LSTM's 4,513 parameters moves them little (tanh RNN 17 -> 17, ReLU RNN 30 -> 55, IRNN
 #   55 -> 55, uRNN 17 -> 30; coRNN, IndRNN, UnICORNN still fail lag 10) against the LSTM's 173 at the same count.
-# * On adding the longest lags (>= 1000, the sweep's ceiling) belong to the GRU, DeltaNet, Gated DeltaNet and
-#   Mamba-2; the LSTM reaches 173. On copy only the orthogonal and unitary RNNs learn within 1500 steps at width 32 (uRNN 71,
+# * On adding the longest lags (>= 1000, the sweep's ceiling) belong to the GRU, DeltaNet, Gated DeltaNet,
+#   minGRU and Mamba-2; the LSTM reaches 173. On copy only the orthogonal and unitary RNNs learn within 1500 steps at width 32 (uRNN 71,
 #   expRNN and scoRNN 50); every other mixer fails at lag 5, LSTM and GRU included (recall 0.46-0.48 and 0.28-0.43,
 #   chance 0.125), the block layers still climbing when the budget ran out (LinOSS 0.88-0.91).
 # * The atlas is partial and resumes (`experiments/atlas_cpu.sh`); the verdict cell above recomputes from the files.
