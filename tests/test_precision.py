@@ -156,3 +156,43 @@ def test_bfloat16_model_learns_adding_at_lag_20(name, param_dtype):
         steps += EVAL_EVERY
         best = min(best, float(evaluate(states.params, eval_batch)["loss"][0]) / TASK.chance_loss)
     assert best < TARGET, f"{name} bf16 (params {param_dtype}): {best:.3f} x chance after {steps} steps"
+
+
+@pytest.mark.parametrize(
+    "equation,x_shape,kernel_shape",
+    [
+        (None, (3, 5, 4), (4, 6)),  # batch, time, d @ d, f: one 2-D GEMM
+        (None, (4,), (4, 6)),  # a single vector
+        (None, (2, 3, 4), (2, 4, 6)),  # a batched kernel: plain matmul semantics
+        ("btd,dhk->bthk", (3, 5, 4), (4, 2, 3)),  # attention's q, k, v
+        ("bthk,hko->bto", (3, 5, 2, 3), (2, 3, 4)),  # attention's output: two contracted axes
+        ("btd,dk->bk", (3, 5, 4), (4, 6)),  # not a trailing contraction (t is summed too): einsum
+    ],
+)
+@pytest.mark.parametrize("dtype", [None, "bfloat16"])
+def test_project_equals_the_einsum_it_names(equation, x_shape, kernel_shape, dtype):
+    # Given operands, an equation (None: matmul) and an operand dtype,
+    from lrd.cells.base import _trailing_contraction, project
+
+    x = jax.random.normal(jax.random.PRNGKey(0), x_shape)
+    kernel = jax.random.normal(jax.random.PRNGKey(1), kernel_shape)
+    cast = (lambda a: a) if dtype is None else (lambda a: a.astype(dtype).astype(jnp.float32))
+    if equation is None:
+        expected = jnp.matmul(cast(x), cast(kernel), precision="highest")
+    else:
+        expected = jnp.einsum(equation, cast(x), cast(kernel), precision="highest")
+    # When project computes it (a flattened 2-D GEMM where the equation allows), Then the values and the float32
+    # result type are the einsum's, and the gradients are too.
+    y = project(x, kernel, dtype, equation)
+    assert y.dtype == jnp.float32 and y.shape == expected.shape
+    np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-5)
+    if dtype is None:
+        cotangent = jax.random.normal(jax.random.PRNGKey(2), y.shape)
+        grads = jax.vjp(lambda a, b: project(a, b, None, equation), x, kernel)[1](cotangent)
+        if equation is None:
+            reference = jax.vjp(jnp.matmul, x, kernel)[1](cotangent)
+        else:
+            reference = jax.vjp(lambda a, b: jnp.einsum(equation, a, b), x, kernel)[1](cotangent)
+        for g, g_ref in zip(grads, reference, strict=True):
+            np.testing.assert_allclose(g, g_ref, rtol=1e-5, atol=1e-5)
+    assert _trailing_contraction("btd,dk->bk") is None and _trailing_contraction("bthk,hko->bto") == 2

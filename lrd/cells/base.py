@@ -431,8 +431,39 @@ def project(
         x, kernel = x.astype(dtype), kernel.astype(dtype)
     out_dtype = jnp.promote_types(jnp.result_type(x, kernel), jnp.float32)
     if equation is None:
-        return jnp.matmul(x, kernel, preferred_element_type=out_dtype)
-    return jnp.einsum(equation, x, kernel, preferred_element_type=out_dtype)
+        if kernel.ndim != 2:
+            return jnp.matmul(x, kernel, preferred_element_type=out_dtype)
+        contracted = 1
+    else:
+        contracted = _trailing_contraction(equation)
+        if contracted is None:
+            return jnp.einsum(equation, x, kernel, preferred_element_type=out_dtype)
+    # A product over x's trailing axes and the kernel's leading ones, run as one 2-D GEMM: XLA:CPU differentiates
+    # a matmul with batch-like leading axes ([batch, time, d] @ [d, f]) into a weight gradient contracting two
+    # axes at once, measured 6-13x slower than the 2-D form's (48 vs 3 ms for [16, 1024, 2] @ [2, 392]).
+    lead, inner, tail = (
+        x.shape[: x.ndim - contracted],
+        x.shape[x.ndim - contracted :],
+        kernel.shape[contracted:],
+    )
+    y = jnp.matmul(
+        x.reshape(math.prod(lead), math.prod(inner)),
+        kernel.reshape(math.prod(inner), math.prod(tail)),
+        preferred_element_type=out_dtype,
+    )
+    return y.reshape(lead + tail)
+
+
+def _trailing_contraction(equation: str) -> int | None:
+    """``k`` if ``equation`` contracts the last ``k`` axes of its first operand with the first ``k`` of its second
+    and keeps every other axis in order (``"btd,dhk->bthk"``: 1, ``"bthk,hko->bto"``: 2), else ``None``."""
+    inputs, out = equation.replace(" ", "").split("->")
+    lhs, rhs = inputs.split(",")
+    summed = "".join(c for c in lhs if c in rhs and c not in out)
+    k = len(summed)
+    if k == 0 or "." in equation or lhs[-k:] != summed or rhs[:k] != summed or out != lhs[:-k] + rhs[k:]:
+        return None
+    return k
 
 
 def affine(
