@@ -16,8 +16,9 @@
 #
 # **How it is tested.** `lrd bench` times one forward+backward pass (median over repeats) and reads the compiler's
 # temporary-buffer estimate and the number of `while` loops in the lowered program, per mixer, at T = 128, 512, 2048,
-# in one process (bare model on adding, d_model 64, batch 16). Times are measured on a shared 2-core CPU, one mixer
-# after another: read them as orders of magnitude; the memory and loop counts are compiler numbers and do not drift.
+# in one process (bare model on adding, d_model 64, batch 16). Times are measured on a shared 2-core CPU, the mixers
+# interleaved in rounds (medians of 3): read small differences as noise; the memory and loop counts are compiler
+# numbers and do not drift.
 #
 # Each mixer runs in its CPU default form (`scan_mode="auto"`); a second run times every form of two linear
 # recurrences (sequential, parallel prefix scan, chunked, FFT / log-space) against the same LSTM:
@@ -141,7 +142,7 @@ longest = form_lengths[-1]
 for mixer in dict.fromkeys(r["mixer"] for r in form_rows if r["mixer"] != "lstm"):
     seq = form_table.get((f"{mixer} scan_mode=sequential", longest))
     par = form_table.get((f"{mixer} scan_mode=associative", longest))
-    if seq and par:
+    if seq and par and seq["temp_mib"] and par["temp_mib"]:
         print(
             f"{mixer} at T={longest}: the parallel prefix scan takes {par['fwd_bwd_ms'] / seq['fwd_bwd_ms']:.2f}x "
             f"the sequential scan's fwd+bwd time and {par['temp_mib'] / seq['temp_mib']:.2f}x its memory"

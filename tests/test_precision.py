@@ -172,7 +172,7 @@ def test_bfloat16_model_learns_adding_at_lag_20(name, param_dtype):
 @pytest.mark.parametrize("dtype", [None, "bfloat16"])
 def test_project_equals_the_einsum_it_names(equation, x_shape, kernel_shape, dtype):
     # Given operands, an equation (None: matmul) and an operand dtype,
-    from lrd.cells.base import _trailing_contraction, project
+    from lrd.cells.base import project
 
     x = jax.random.normal(jax.random.PRNGKey(0), x_shape)
     kernel = jax.random.normal(jax.random.PRNGKey(1), kernel_shape)
@@ -195,4 +195,19 @@ def test_project_equals_the_einsum_it_names(equation, x_shape, kernel_shape, dty
             reference = jax.vjp(lambda a, b: jnp.einsum(equation, a, b), x, kernel)[1](cotangent)
         for g, g_ref in zip(grads, reference, strict=True):
             np.testing.assert_allclose(g, g_ref, rtol=1e-5, atol=1e-5)
-    assert _trailing_contraction("btd,dk->bk") is None and _trailing_contraction("bthk,hko->bto") == 2
+
+
+def test_trailing_contraction_recognises_only_plain_products():
+    from lrd.cells.base import _trailing_contraction, project
+
+    assert _trailing_contraction("btd,dhk->bthk") == 1 and _trailing_contraction("bthk, hko -> bto") == 2
+    # Not a product over trailing axes: another axis summed, a diagonal (repeated letter), an implicit output,
+    # an ellipsis, a reordered output: each is left to einsum.
+    for equation in ("btd,dk->bk", "bdd,ddk->bk", "btd,dk", "...d,dk->...k", "btd,dk->tbk"):
+        assert _trailing_contraction(equation) is None, equation
+    x, kernel = jnp.ones((5, 4)), jnp.ones((4, 2))
+    np.testing.assert_allclose(project(jnp.ones((5, 3, 3)), jnp.ones((3, 3, 2)), None, "bdd,ddk->bk"), 3.0)
+    np.testing.assert_allclose(project(x, kernel, None, "bd,dk"), 4.0)
+    # Contracted axes whose sizes differ (even with equal products) are an error, not a silent reshape.
+    with pytest.raises(ValueError, match="do not match"):
+        project(jnp.ones((5, 2, 3)), jnp.ones((3, 2, 4)), None, "bhk,hko->bo")

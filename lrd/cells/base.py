@@ -446,6 +446,10 @@ def project(
         x.shape[x.ndim - contracted :],
         kernel.shape[contracted:],
     )
+    if inner != kernel.shape[:contracted]:
+        raise ValueError(
+            f"project: contracted axes {inner} of x do not match {kernel.shape[:contracted]} of the kernel"
+        )
     y = jnp.matmul(
         x.reshape(math.prod(lead), math.prod(inner)),
         kernel.reshape(math.prod(inner), math.prod(tail)),
@@ -457,11 +461,16 @@ def project(
 def _trailing_contraction(equation: str) -> int | None:
     """``k`` if ``equation`` contracts the last ``k`` axes of its first operand with the first ``k`` of its second
     and keeps every other axis in order (``"btd,dhk->bthk"``: 1, ``"bthk,hko->bto"``: 2), else ``None``."""
-    inputs, out = equation.replace(" ", "").split("->")
+    equation = equation.replace(" ", "")
+    if "." in equation or "->" not in equation or equation.count(",") != 1:
+        return None
+    inputs, out = equation.split("->")
     lhs, rhs = inputs.split(",")
+    if len(set(lhs)) != len(lhs) or len(set(rhs)) != len(rhs):  # a repeated letter is a diagonal or a trace
+        return None
     summed = "".join(c for c in lhs if c in rhs and c not in out)
     k = len(summed)
-    if k == 0 or "." in equation or lhs[-k:] != summed or rhs[:k] != summed or out != lhs[:-k] + rhs[k:]:
+    if k == 0 or lhs[-k:] != summed or rhs[:k] != summed or out != lhs[:-k] + rhs[k:]:
         return None
     return k
 

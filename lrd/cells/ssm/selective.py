@@ -67,7 +67,8 @@ def selective_scan(
     if scan_options.get("mode") == "fused" and probe is None:
         if scan_options.get("truncation") is not None:
             raise ValueError("selective_scan: mode='fused' takes no truncation")
-        chunk_size = scan_options.get("chunk_size") or FUSED_CHUNK_SIZE
+        chunk_size = scan_options.get("chunk_size")
+        chunk_size = FUSED_CHUNK_SIZE if chunk_size is None else chunk_size
         return selective_scan_fused(u, delta, A, B, C, chunk_size=chunk_size) + D * u
     if scan_options.get("mode") == "fused":  # the probe needs every state: materialise them
         scan_options = {**scan_options, "mode": "sequential"}
@@ -107,6 +108,8 @@ def selective_scan_fused(
       ``C_t``, ``Delta_t u_t``) are batched dot products too; as broadcast-multiply-sums they were reductions over
       the channel axis at 3.5x the time (a loop of 1024 ``[16, 16, 128] -> [16, 16]`` steps: 45 ms vs 13 ms).
     """
+    if chunk_size < 1:
+        raise ValueError(f"selective_scan_fused: chunk_size must be >= 1, got {chunk_size}")
     batch, num_steps, inner = u.shape
     size = max(1, min(chunk_size, num_steps))
     num_chunks = -(-num_steps // size)
@@ -121,8 +124,10 @@ def selective_scan_fused(
 
     def step(h, inputs):
         delta_t, u_t, B_t, C_t = inputs
-        h = jnp.exp(delta_t[:, None, :] * A_nd) * h + jnp.einsum("bn,bd->bnd", B_t, delta_t * u_t)
-        return h, jnp.einsum("bnd,bn->bd", h, C_t)
+        # float32 products on every backend (no TF32 / bf16 passes for the state on accelerators)
+        b_t = jnp.einsum("bn,bd->bnd", B_t, delta_t * u_t, precision="highest")
+        h = jnp.exp(delta_t[:, None, :] * A_nd) * h + b_t
+        return h, jnp.einsum("bnd,bn->bd", h, C_t, precision="highest")
 
     @jax.checkpoint
     def chunk(h, inputs):
