@@ -213,31 +213,32 @@ for name, atlas in atlases.items():
             print(f"  rank correlation of {meaning} with max lag: {rho:+.2f} over {len(pairs)} mixers")
 
 # %% [markdown]
-# ## What the committed atlas shows (17 mixers on adding, 16 on copy, 10 in the control; 2-core CPU, jax 0.10.2)
+# ## What the committed atlas shows (19 mixers on adding, 27 on copy, 10 in the control; 2-core CPU, jax 0.10.2)
 #
 # * **The textbook mechanism does not order the mixers here.** The rank correlation between the gradient's decay
-#   per step and the max learnable lag on adding is +0.13 at initialisation and +0.23 after training, over 17
-#   mixers. The extremes move in opposite directions with training: the GRU's gradient shrinks about 0.75x per
+#   per step and the max learnable lag on adding is +0.07 at initialisation and +0.28 after training, over 19
+#   mixers (on copy, 27 mixers: -0.07 and +0.24). The extremes move in opposite directions with training: the GRU's gradient shrinks about 0.75x per
 #   step at initialisation and is nearly flat once it has learned lag 1000 (log-slope -0.29 -> -0.004); the
 #   unitary RNN's does not shrink at initialisation and decays after training (0 -> -0.12) as it stops at 17.
-# * **Capacity is not the answer either.** The parameter count ranks adding better (+0.79), but it is confounded
+# * **Capacity is not the answer either.** The parameter count ranks adding better (+0.81), but it is confounded
 #   with the setting (block layers 13-20k parameters at hidden 32, bare cells 0.2-4.5k), and the control that sizes
 #   the bare cells to the LSTM's 4,513 parameters moves them little (tanh RNN 17 -> 17, ReLU RNN 30 -> 55, IRNN
 #   55 -> 55, uRNN 17 -> 30; coRNN, IndRNN, UnICORNN still fail lag 10) against the LSTM's 173 at the same count.
-# * On adding the longest lags (>= 1000, the sweep's ceiling) belong to the GRU, DeltaNet, Gated DeltaNet,
-#   minGRU and Mamba-2; the LSTM reaches 173. On copy only the orthogonal and unitary RNNs learn within 1500 steps
-#   at width 32 (uRNN 71, expRNN and scoRNN 50); every other mixer fails at lag 5, LSTM and GRU included (recall
-#   0.46-0.48 and 0.28-0.43, chance 0.125), the block layers still climbing when the budget ran out (LinOSS
-#   0.88-0.91). With 10x the steps the LSTM and GRU still fail lag 5 (recall 0.82-0.88 and 0.40-0.73, climbing):
-#   the copy column measures how fast a cell learns to store ten symbols at this width, not how far back it reaches
-#   (the table below).
+# * On adding the longest lags (>= 1000, the sweep's ceiling) belong to the GRU, DeltaNet, Gated DeltaNet, sLSTM,
+#   minGRU, minLSTM and Mamba-2; the LSTM reaches 173. On copy softmax attention and S4D solve every lag of the sweep
+#   (200), the LRU and the uRNN reach 71, expRNN and scoRNN 50: explicit lookup or a long fixed convolution kernel /
+#   norm-preserving recurrence. Every other mixer fails at lag 5, LSTM and GRU included (recall 0.46-0.48 and
+#   0.28-0.43, chance 0.125), the block layers still climbing when the budget ran out (LinOSS 0.88-0.91). With 10x
+#   the steps the LSTM and GRU still fail lag 5 (recall 0.82-0.88 and 0.40-0.73, climbing): for them the copy
+#   column measures how fast a cell learns to store ten symbols at this width, not how far back it reaches (the
+#   table below).
 # * The atlas is partial and resumes (`experiments/atlas_cpu.sh`); the verdict cell above recomputes from the files.
 
 # %% [markdown]
 # ## Copy at lag 5: the lag, the budget or the width?
 #
-# In the atlas every mixer but the orthogonal cells fails copy at its first lag, 5, where a symbol is held only 15
-# steps, while five of them solve adding at 1000. A failure that early says little about time. Two controls
+# In the atlas every mixer but attention, S4D, the LRU and the orthogonal cells fails copy at its first lag, 5,
+# where a symbol is held only 15 steps, while seven of them solve adding at 1000. A failure that early says little about time. Two controls
 # (`experiments/copy_control_cpu.sh`) rerun the LSTM, the GRU, DeltaNet and Mamba-2 at lags 5 and 20 with 10x the
 # steps (15,000, hidden 32) and with 4x the width (hidden 128, the atlas's 1500 steps). Per search and lag: seeds
 # solved at the better rate, and the recall accuracy of the 10 symbols at the end (chance 0.125, solved >= 0.99).
