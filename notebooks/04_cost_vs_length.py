@@ -58,16 +58,33 @@ def small() -> dict:
     return run_bench(config)
 
 
+def by_length(result: dict, name) -> tuple[list[str], list[int], dict]:
+    """``(names, lengths, table)`` of a bench result: the row names ``name(row)`` in order, the lengths, and
+    ``table[name, T]`` -> row (rows with an error left out)."""
+    rows = [r for r in result["rows"] if not r.get("error")]
+    names = list(dict.fromkeys(name(r) for r in rows))
+    return names, sorted({r["seq_len"] for r in rows}), {(name(r), r["seq_len"]): r for r in rows}
+
+
+def print_table(header: str, names: list[str], lengths: list[int], table: dict) -> None:
+    """fwd+bwd ms and temp MiB per length, and the loop count at the longest length, one line per name."""
+    width = max(len(header), *map(len, names)) + 2
+    print(
+        f"{header:<{width}}"
+        + "".join(f"{'T=' + str(t) + ' ms':>13}{'MiB':>9}" for t in lengths)
+        + f"{'loops':>7}"
+    )
+    for n in names:
+        cells = "".join(
+            f"{table[n, t]['fwd_bwd_ms']:13.1f}{table[n, t]['temp_mib'] or 0:9.1f}" for t in lengths
+        )
+        print(f"{n:<{width}}{cells}{table[n, lengths[-1]]['while_loops']:7d}")
+
+
 result, path = load_or_make("bench_cost_vs_length_cpu2.json", small)
-rows = [r for r in result["rows"] if not r.get("error")]
-mixers = list(dict.fromkeys(r["mixer"] for r in rows))
-lengths = sorted({r["seq_len"] for r in rows})
-table = {(r["mixer"], r["seq_len"]): r for r in rows}
+mixers, lengths, table = by_length(result, lambda r: r["mixer"])
 print(f"device {result['environment']['device']}, jax {result['environment']['jax']}")
-print(f"{'mixer':<17}" + "".join(f"{'T=' + str(t) + ' ms':>13}{'MiB':>9}" for t in lengths) + f"{'loops':>7}")
-for m in mixers:
-    cells = "".join(f"{table[m, t]['fwd_bwd_ms']:13.1f}{table[m, t]['temp_mib'] or 0:9.1f}" for t in lengths)
-    print(f"{m:<17}{cells}{table[m, lengths[-1]]['while_loops']:7d}")
+print_table("mixer", mixers, lengths, table)
 
 # %%
 fig, (ax_time, ax_mem) = plt.subplots(1, 2, figsize=(11, 4.2))
@@ -123,23 +140,10 @@ def small_forms() -> dict:
 
 
 forms, forms_path = load_or_make("bench_scan_forms_vs_length_cpu2.json", small_forms)
-form_rows = [r for r in forms["rows"] if not r.get("error")]
-labels = list(dict.fromkeys(f"{r['mixer']} {r['variant']}" for r in form_rows))
-form_lengths = sorted({r["seq_len"] for r in form_rows})
-form_table = {(f"{r['mixer']} {r['variant']}", r["seq_len"]): r for r in form_rows}
-print(
-    f"{'form':<34}"
-    + "".join(f"{'T=' + str(t) + ' ms':>12}{'MiB':>8}" for t in form_lengths)
-    + f"{'loops':>7}"
-)
-for label in labels:
-    cells = "".join(
-        f"{form_table[label, t]['fwd_bwd_ms']:12.1f}{form_table[label, t]['temp_mib'] or 0:8.1f}"
-        for t in form_lengths
-    )
-    print(f"{label:<34}{cells}{form_table[label, form_lengths[-1]]['while_loops']:7d}")
+labels, form_lengths, form_table = by_length(forms, lambda r: f"{r['mixer']} {r['variant']}")
+print_table("form", labels, form_lengths, form_table)
 longest = form_lengths[-1]
-for mixer in dict.fromkeys(r["mixer"] for r in form_rows if r["mixer"] != "lstm"):
+for mixer in dict.fromkeys(r["mixer"] for r in forms["rows"] if r["mixer"] != "lstm"):
     seq = form_table.get((f"{mixer} scan_mode=sequential", longest))
     par = form_table.get((f"{mixer} scan_mode=associative", longest))
     if seq and par and seq["temp_mib"] and par["temp_mib"]:

@@ -217,9 +217,10 @@ for name, atlas in atlases.items():
 #
 # * **The textbook mechanism does not order the mixers here.** The rank correlation between the gradient's decay
 #   per step and the max learnable lag on adding is +0.07 at initialisation and +0.28 after training, over 19
-#   mixers (on copy, 27 mixers: -0.07 and +0.24). The extremes move in opposite directions with training: the GRU's gradient shrinks about 0.75x per
-#   step at initialisation and is nearly flat once it has learned lag 1000 (log-slope -0.29 -> -0.004); the
-#   unitary RNN's does not shrink at initialisation and decays after training (0 -> -0.12) as it stops at 17.
+#   mixers (on copy, 27 mixers: -0.07 and +0.24). The extremes move in opposite directions with training: the
+#   GRU's gradient shrinks about 0.75x per step at initialisation and is nearly flat once it has learned lag 1000
+#   (log-slope -0.29 -> -0.004); the unitary RNN's does not shrink at initialisation and decays after training
+#   (0 -> -0.12) as it stops at 17.
 # * **Capacity is not the answer either.** The parameter count ranks adding better (+0.81), but it is confounded
 #   with the setting (block layers 13-20k parameters at hidden 32, bare cells 0.2-4.5k), and the control that sizes
 #   the bare cells to the LSTM's 4,513 parameters moves them little (tanh RNN 17 -> 17, ReLU RNN 30 -> 55, IRNN
@@ -238,8 +239,8 @@ for name, atlas in atlases.items():
 # ## Copy at lag 5: the lag, the budget or the width?
 #
 # In the atlas every mixer but attention, S4D, the LRU and the orthogonal cells fails copy at its first lag, 5,
-# where a symbol is held only 15 steps, while seven of them solve adding at 1000. A failure that early says little about time. Two controls
-# (`experiments/copy_control_cpu.sh`) rerun the LSTM, the GRU, DeltaNet and Mamba-2 at lags 5 and 20 with 10x the
+# where a symbol is held only 15 steps, while seven of them solve adding at 1000. A failure that early says
+# little about time. Two controls (`experiments/copy_control_cpu.sh`) rerun the LSTM, the GRU, DeltaNet and Mamba-2 at lags 5 and 20 with 10x the
 # steps (15,000, hidden 32) and with 4x the width (hidden 128, the atlas's 1500 steps). Per search and lag: seeds
 # solved at the better rate, and the recall accuracy of the 10 symbols at the end (chance 0.125, solved >= 0.99).
 

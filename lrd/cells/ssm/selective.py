@@ -246,8 +246,10 @@ class SelectiveSSM(LinearRecurrentLayer):
         # decay: the slowest of the N per-channel decays exp(Delta_t A[d, n]) (A < 0, so n = argmax A), [B, T, D]
         self.record("decay", lambda: jnp.exp(delta * jnp.max(-jnp.exp(A_log), axis=-1)))
         options = self.scan_options()
-        if options["mode"] == "fused" and self.chunk_size is None:
-            options["chunk_size"] = FUSED_CHUNK_SIZE  # the fused scan's own default, not the chunked scan's
+        if (
+            options["mode"] == "fused"
+        ):  # None: the fused scan's own default (selective_scan), not the chunked one's
+            options["chunk_size"] = self.chunk_size
         y = selective_scan(u, delta, -jnp.exp(A_log), B, C, D, probe=probe, **options)
         if not self.block:
             return y
