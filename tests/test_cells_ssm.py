@@ -512,3 +512,11 @@ def test_fused_selective_scan_equals_the_materialised_scan(chunk_size):
     np.testing.assert_allclose(y_fused, y_ref, rtol=1e-5, atol=1e-6)
     for name, g, g_ref in zip("u delta A B C".split(), grads_fused, grads_ref, strict=True):
         assert _relative_error(g, g_ref) < 1e-5, name
+
+
+def test_fused_selective_scan_refuses_a_chunk_below_one():
+    from lrd.cells.ssm.selective import selective_scan_fused
+
+    u = jnp.ones((1, 4, 2))
+    with pytest.raises(ValueError, match="chunk_size must be >= 1, got 0"):
+        selective_scan_fused(u, u, -jnp.ones((2, 3)), jnp.ones((1, 4, 3)), jnp.ones((1, 4, 3)), chunk_size=0)
